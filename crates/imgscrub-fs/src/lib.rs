@@ -1,0 +1,1 @@
+//! Filesystem trait, detection by magic, FAT, host-dir backend for imgscrub

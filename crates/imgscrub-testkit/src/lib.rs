@@ -1,0 +1,104 @@
+//! Test-only helpers shared by every crate's tests: locate and run the external oracles and
+//! the fixture scripts in `fixtures/`.
+//!
+//! Policy: when an oracle is missing, a test is skipped with a message on a developer machine,
+//! but under `CI=true` a missing oracle fails the test.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root (where `fixtures/` lives).
+pub fn repo_root() -> PathBuf {
+    let mut p = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    p.pop();
+    p.pop();
+    p
+}
+
+/// Path of a script or file in `fixtures/`.
+pub fn fixture(name: &str) -> PathBuf {
+    repo_root().join("fixtures").join(name)
+}
+
+/// True when running in CI, where missing oracles are failures.
+pub fn in_ci() -> bool {
+    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
+}
+
+/// Find `tool` on PATH or in /sbin, /usr/sbin.
+pub fn find_tool(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(["/sbin", "/usr/sbin", "/usr/bin", "/bin"])
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.is_file())
+}
+
+/// Returns the oracle's path, or `None` when the test should be skipped (developer machine,
+/// oracle missing). Under `CI=true` a missing oracle panics: the test fails.
+pub fn require_tool(tool: &str) -> Option<PathBuf> {
+    match find_tool(tool) {
+        Some(p) => Some(p),
+        None if in_ci() => panic!("oracle `{tool}` is missing in CI (scripts/test installs it)"),
+        None => {
+            eprintln!("SKIP: oracle `{tool}` not installed (run scripts/test to install it)");
+            None
+        }
+    }
+}
+
+/// Early-return from a test when any of the named oracles is missing (and not in CI).
+#[macro_export]
+macro_rules! require_tools {
+    ($($t:expr),+ $(,)?) => {
+        $( if $crate::require_tool($t).is_none() { return; } )+
+    };
+}
+
+/// Run a command and return its output; panics with the full stderr when it cannot start.
+pub fn run(cmd: &mut Command) -> Output {
+    match cmd.output() {
+        Ok(o) => o,
+        Err(e) => panic!("cannot run {cmd:?}: {e}"),
+    }
+}
+
+/// Run a command that must succeed; panics with its stdout/stderr otherwise. Returns stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let o = run(cmd);
+    if !o.status.success() {
+        panic!(
+            "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `e2fsck -fn` on an image (or `image?offset=` via a partition offset is not supported: pass
+/// a file holding just the filesystem). Panics with e2fsck's output unless it is clean.
+pub fn assert_e2fsck_clean(image: &Path) {
+    let Some(e2fsck) = require_tool("e2fsck") else {
+        return;
+    };
+    let o = run(Command::new(e2fsck).arg("-fn").arg(image));
+    if !o.status.success() {
+        panic!(
+            "e2fsck -fn {} is not clean (exit {}):\n{}{}",
+            image.display(),
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+/// Run one debugfs request (`-R`) read-only and return stdout.
+pub fn debugfs(image: &Path, request: &str) -> String {
+    let Some(debugfs) = require_tool("debugfs") else {
+        return String::new();
+    };
+    run_ok(Command::new(debugfs).arg("-R").arg(request).arg(image))
+}

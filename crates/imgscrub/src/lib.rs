@@ -1,0 +1,1 @@
+//! imgscrub facade library: open an image, inspect, prepare, sparsify, convert
