@@ -102,3 +102,29 @@ pub fn debugfs(image: &Path, request: &str) -> String {
     };
     run_ok(Command::new(debugfs).arg("-R").arg(request).arg(image))
 }
+
+/// The ext4 variants `fixtures/mkext4.sh` builds (`--list`): the mkfs matrix every ext4 test
+/// loops over.
+pub fn ext4_variants() -> Vec<String> {
+    run_ok(Command::new("bash").arg(fixture("mkext4.sh")).arg("--list"))
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Build `variant` from the directory `src` into `out` (a bare filesystem image of `size_mb`
+/// MiB) with `fixtures/mkext4.sh`. Returns false (skip) when mke2fs is missing outside CI.
+pub fn make_ext4(variant: &str, src: &Path, out: &Path, size_mb: u32) -> bool {
+    if require_tool("mke2fs").is_none() {
+        return false;
+    }
+    run_ok(
+        Command::new("bash")
+            .arg(fixture("mkext4.sh"))
+            .arg(variant)
+            .arg(src)
+            .arg(out)
+            .arg(size_mb.to_string()),
+    );
+    true
+}
