@@ -1,0 +1,1 @@
+//! Block and inode allocation (goal-directed, flex_bg aware), free counts. Owner: core.

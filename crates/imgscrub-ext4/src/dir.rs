@@ -1,0 +1,1 @@
+//! Linear directory blocks and the `DirBlocks` directory operations. Owner: dirs.

@@ -1,0 +1,1 @@
+//! Extent trees: lookup, insert, remove ranges, split, grow depth, checksum. Owner: mapping.

@@ -1,0 +1,1 @@
+//! `free_ranges()`: every free block range for zeroing. Owner: core.

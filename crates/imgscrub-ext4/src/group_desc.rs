@@ -1,0 +1,1 @@
+//! Block group descriptors (32/64 byte, meta_bg), gdt_csum / metadata_csum. Owner: core.

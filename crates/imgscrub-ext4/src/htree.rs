@@ -1,0 +1,1 @@
+//! Hashed (htree / dir_index) directories: hashes, index nodes, lookup, insert, split, delete. Owner: dirs.

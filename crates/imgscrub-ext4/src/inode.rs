@@ -1,0 +1,1 @@
+//! Inode table entries: parse/serialize every field, extra_isize, checksum. Owner: core.

@@ -1,0 +1,1 @@
+//! Orphan list and orphan_file processing. Owner: journal.

@@ -1,0 +1,1 @@
+//! Superblock: every field, feature flags (refuse unknown incompat), checksum. Owner: core.

@@ -1,0 +1,157 @@
+//! The public vocabulary of the engine: file types, timestamps, attributes.
+//! Shared by every module; owned by the lead (change only additively).
+
+/// Kind of an inode, from the top bits of `i_mode` (and the dirent file_type byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileType {
+    Regular,
+    Directory,
+    Symlink,
+    CharDevice,
+    BlockDevice,
+    Fifo,
+    Socket,
+}
+
+impl FileType {
+    /// From `i_mode & 0o170000`. `None` for an invalid type.
+    pub fn from_mode(mode: u16) -> Option<Self> {
+        Some(match mode & 0o170000 {
+            0o100000 => FileType::Regular,
+            0o040000 => FileType::Directory,
+            0o120000 => FileType::Symlink,
+            0o020000 => FileType::CharDevice,
+            0o060000 => FileType::BlockDevice,
+            0o010000 => FileType::Fifo,
+            0o140000 => FileType::Socket,
+            _ => return None,
+        })
+    }
+
+    /// The `S_IF*` bits for `i_mode`.
+    pub fn mode_bits(self) -> u16 {
+        match self {
+            FileType::Regular => 0o100000,
+            FileType::Directory => 0o040000,
+            FileType::Symlink => 0o120000,
+            FileType::CharDevice => 0o020000,
+            FileType::BlockDevice => 0o060000,
+            FileType::Fifo => 0o010000,
+            FileType::Socket => 0o140000,
+        }
+    }
+
+    /// The directory-entry `file_type` byte (filetype feature): 1 reg … 7 symlink.
+    pub fn dirent_type(self) -> u8 {
+        match self {
+            FileType::Regular => 1,
+            FileType::Directory => 2,
+            FileType::CharDevice => 3,
+            FileType::BlockDevice => 4,
+            FileType::Fifo => 5,
+            FileType::Socket => 6,
+            FileType::Symlink => 7,
+        }
+    }
+
+    /// From a directory-entry `file_type` byte; `None` for 0 (unknown) or invalid values.
+    pub fn from_dirent_type(t: u8) -> Option<Self> {
+        Some(match t {
+            1 => FileType::Regular,
+            2 => FileType::Directory,
+            3 => FileType::CharDevice,
+            4 => FileType::BlockDevice,
+            5 => FileType::Fifo,
+            6 => FileType::Socket,
+            7 => FileType::Symlink,
+            _ => return None,
+        })
+    }
+}
+
+/// Seconds since the epoch plus nanoseconds (nanoseconds are kept only with large inodes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp {
+    pub secs: i64,
+    pub nsecs: u32,
+}
+
+impl Timestamp {
+    pub fn new(secs: i64, nsecs: u32) -> Self {
+        Timestamp { secs, nsecs }
+    }
+}
+
+/// What `stat` returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    pub ino: u32,
+    pub file_type: FileType,
+    /// Permission bits including setuid/setgid/sticky (`i_mode & 0o7777`).
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub nlink: u32,
+    pub atime: Timestamp,
+    pub mtime: Timestamp,
+    pub ctime: Timestamp,
+    pub crtime: Option<Timestamp>,
+    /// Device number (major, minor) for character and block devices.
+    pub rdev: Option<(u32, u32)>,
+    /// 512-byte sectors allocated (data + metadata blocks), as `stat(2)` counts them.
+    pub blocks_512: u64,
+    /// Inode flags (`i_flags`: EXTENTS, INLINE_DATA, INDEX, …).
+    pub flags: u32,
+    pub generation: u32,
+}
+
+/// One directory entry as `read_dir` returns it ("." and ".." are not included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: Vec<u8>,
+    pub ino: u32,
+    /// From the entry's file_type byte when the filesystem has the filetype feature,
+    /// otherwise from the inode.
+    pub file_type: FileType,
+}
+
+/// Attributes of a new inode. `time` defaults to "now" when `None`; imgscrub passes a fixed
+/// time when the user asks for reproducible output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAttr {
+    /// Permission bits (`0o7777` mask applied).
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub time: Option<Timestamp>,
+}
+
+impl Default for NewAttr {
+    fn default() -> Self {
+        NewAttr {
+            perm: 0o644,
+            uid: 0,
+            gid: 0,
+            time: None,
+        }
+    }
+}
+
+/// Changes for `set_attr`; `None` leaves a field as it is. ctime is set to `ctime` or now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    pub perm: Option<u16>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub atime: Option<Timestamp>,
+    pub mtime: Option<Timestamp>,
+    pub ctime: Option<Timestamp>,
+}
+
+/// A run of free space, in bytes from the start of the filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FreeRange {
+    pub offset: u64,
+    pub len: u64,
+}

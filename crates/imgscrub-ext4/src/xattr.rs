@@ -1,0 +1,1 @@
+//! Extended attributes: in-inode and block, hashes, checksums, sharing. Owner: dirs.
