@@ -174,7 +174,7 @@ impl BlockDev for RawFile {
         check_range("allocation", offset, len, self.len)?;
         let end = offset + len;
         let mut out: Vec<AllocRange> = Vec::new();
-        let mut push = |out: &mut Vec<AllocRange>, start: u64, stop: u64, kind| {
+        let push = |out: &mut Vec<AllocRange>, start: u64, stop: u64, kind| {
             if stop > start {
                 out.push(AllocRange {
                     offset: start,

@@ -1,1 +1,13 @@
-//! Filesystem trait, detection by magic, FAT, host-dir backend for imgscrub
+//! The filesystem layer of imgscrub: the [`Filesystem`] trait every backend implements
+//! (ext2/3/4, FAT, a host directory), detection by magic, and path resolution confined to a
+//! guest root.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod filesystem;
+pub mod hostdir;
+pub mod resolve;
+
+pub use filesystem::{Entry, Filesystem, FsError, FsKind, Meta, NodeId, Result};
+pub use hostdir::HostDir;
+pub use resolve::{Resolved, resolve, resolve_entry};
