@@ -7,11 +7,15 @@
 mod blockdev;
 mod error;
 mod mem;
+pub mod overlay;
+pub mod partition;
 mod raw;
 mod slice;
 
 pub use blockdev::{AllocKind, AllocRange, BlockDev, check_range};
 pub use error::{DiskError, Result};
 pub use mem::MemDev;
+pub use overlay::Overlay;
+pub use partition::{Guid, Partition, PartitionTable, PartitionType, TableKind, discover};
 pub use raw::RawFile;
 pub use slice::Slice;
