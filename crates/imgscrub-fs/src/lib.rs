@@ -6,6 +6,7 @@
 
 pub mod filesystem;
 pub mod hostdir;
+pub mod probe;
 pub mod resolve;
 
 pub use filesystem::{Entry, Filesystem, FsError, FsKind, Meta, NodeId, Result};
