@@ -4,11 +4,13 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod fat;
 pub mod filesystem;
 pub mod hostdir;
 pub mod probe;
 pub mod resolve;
 
 pub use filesystem::{Entry, Filesystem, FsError, FsKind, Meta, NodeId, Result};
+pub use fat::FatFs;
 pub use hostdir::HostDir;
 pub use resolve::{Resolved, resolve, resolve_entry};
