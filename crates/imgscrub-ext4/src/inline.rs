@@ -101,7 +101,9 @@ pub fn convert_to_blocks(
     for run in &runs {
         for i in 0..run.len {
             let lblk = run.lblk.saturating_add(i);
-            let off = usize::try_from(lblk).unwrap_or(usize::MAX).saturating_mul(bs);
+            let off = usize::try_from(lblk)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(bs);
             buf.fill(0);
             if let Some(src) = data.get(off..) {
                 let n = src.len().min(bs);
