@@ -677,6 +677,157 @@ pub fn set_parent(d: &mut dyn DirBlocks, parent: u32) -> Result<()> {
     d.write(0, &b)
 }
 
+// ---------------------------------------------------------------------------------------
+// Inline-data directories (inline_data feature, EXT4_INLINE_DATA_FL on the inode).
+//
+// Layout (kernel `Documentation/filesystems/ext4/inlinedata.rst`): `i_block` (60 bytes)
+// holds the parent inode number (le32) and then directory records covering the remaining
+// 56 bytes; the value of the `system.data` xattr, when not empty, holds more records
+// covering it exactly. There are no "." / ".." records and no checksum tails (the inode
+// checksum covers them). Each of the two areas is a separate "block" for record merging.
+
+/// Size of `i_block`.
+pub const INLINE_IBLOCK: usize = 60;
+
+fn inline_ctx(dir_ino: u32, inodes_count: u32, filetype: bool, area: u32) -> BlockCtx {
+    BlockCtx {
+        dir_ino,
+        lblk: area,
+        csum_seed: None,
+        inodes_count,
+        filetype,
+    }
+}
+
+fn inline_err(dir_ino: u32, e: Ext4Error) -> Ext4Error {
+    match e {
+        Ext4Error::Corrupt { detail, .. } => {
+            Ext4Error::corrupt(format!("inline directory data of inode {dir_ino}"), detail)
+        }
+        other => other,
+    }
+}
+
+/// The two record areas of an inline directory: `i_block[4..60]` and the system.data value.
+fn inline_areas<'a>(i_block: &'a [u8], data: &'a [u8]) -> Result<[&'a [u8]; 2]> {
+    let ib = i_block
+        .get(4..INLINE_IBLOCK)
+        .ok_or_else(|| Ext4Error::InvalidArgument("i_block shorter than 60 bytes".into()))?;
+    Ok([ib, data])
+}
+
+/// Parameters of an inline directory for the `inline_*` functions.
+#[derive(Debug, Clone, Copy)]
+pub struct InlineDir {
+    pub dir_ino: u32,
+    pub inodes_count: u32,
+    pub filetype: bool,
+}
+
+impl InlineDir {
+    fn parse(&self, area: &[u8], idx: u32) -> Result<Vec<Slot>> {
+        let ctx = inline_ctx(self.dir_ino, self.inodes_count, self.filetype, idx);
+        parse_records(area, area.len(), &ctx).map_err(|e| inline_err(self.dir_ino, e))
+    }
+
+    /// Parent inode and entries (without "." and "..") of an inline directory.
+    /// `i_block` is the inode's 60-byte `i_block`; `data` the `system.data` value.
+    pub fn list(&self, i_block: &[u8], data: &[u8]) -> Result<(u32, Vec<RawEntry>)> {
+        let mut out = Vec::new();
+        for (idx, area) in inline_areas(i_block, data)?.into_iter().enumerate() {
+            let slots = self.parse(area, idx as u32)?;
+            out.extend(live_entries(area, &slots));
+        }
+        Ok((rd32(i_block, 0), out))
+    }
+
+    /// Look `name` up in an inline directory.
+    pub fn lookup(&self, i_block: &[u8], data: &[u8], name: &[u8]) -> Result<Option<(u32, u8)>> {
+        Ok(self
+            .list(i_block, data)?
+            .1
+            .into_iter()
+            .find(|e| e.name == name)
+            .map(|e| (e.ino, e.file_type)))
+    }
+
+    /// Add an entry in place. Returns `Ok(false)` when there is no room: core then converts
+    /// the directory to a block directory (`list`, then `init` + `add` of each entry and of
+    /// the new one on a `DirBlocks`), clears EXT4_INLINE_DATA_FL and removes system.data.
+    pub fn add(
+        &self,
+        i_block: &mut [u8],
+        data: &mut [u8],
+        name: &[u8],
+        ino: u32,
+        file_type: u8,
+    ) -> Result<bool> {
+        check_name(name)?;
+        if name == b"." || name == b".." || ino == 0 || ino > self.inodes_count {
+            return Err(Ext4Error::InvalidArgument(format!(
+                "cannot add {:?} -> {ino}",
+                name_str(name)
+            )));
+        }
+        if self.lookup(i_block, data, name)?.is_some() {
+            return Err(Ext4Error::Exists(name_str(name)));
+        }
+        let ft = if self.filetype { file_type } else { 0 };
+        {
+            let area = i_block
+                .get_mut(4..INLINE_IBLOCK)
+                .ok_or_else(|| Ext4Error::InvalidArgument("short i_block".into()))?;
+            let slots = self.parse(area, 0)?;
+            if insert_into_block(area, &slots, name, ino, ft) {
+                return Ok(true);
+            }
+        }
+        let slots = self.parse(data, 1)?;
+        Ok(insert_into_block(data, &slots, name, ino, ft))
+    }
+
+    /// Remove an entry in place; returns its inode. `NotFound` when absent.
+    pub fn remove(&self, i_block: &mut [u8], data: &mut [u8], name: &[u8]) -> Result<u32> {
+        {
+            let area = i_block
+                .get_mut(4..INLINE_IBLOCK)
+                .ok_or_else(|| Ext4Error::InvalidArgument("short i_block".into()))?;
+            let slots = self.parse(area, 0)?;
+            if let Some(i) = slots
+                .iter()
+                .position(|s| s.ino != 0 && s.name(area) == name)
+            {
+                let ino = slots[i].ino;
+                remove_from_block(area, &slots, i);
+                return Ok(ino);
+            }
+        }
+        let slots = self.parse(data, 1)?;
+        if let Some(i) = slots
+            .iter()
+            .position(|s| s.ino != 0 && s.name(data) == name)
+        {
+            let ino = slots[i].ino;
+            remove_from_block(data, &slots, i);
+            return Ok(ino);
+        }
+        Err(Ext4Error::NotFound(name_str(name)))
+    }
+
+    /// `i_block` of a new, empty inline directory (parent + one unused record).
+    pub fn new_iblock(parent: u32) -> [u8; INLINE_IBLOCK] {
+        let mut b = [0u8; INLINE_IBLOCK];
+        wr32(&mut b, 0, parent);
+        wr16(&mut b, 8, (INLINE_IBLOCK - 4) as u16);
+        b
+    }
+
+    /// Point the parent of an inline directory at `parent`.
+    pub fn set_parent(i_block: &mut [u8], parent: u32) {
+        wr32(i_block, 0, parent);
+    }
+}
+
 /// An in-memory directory: a `DirBlocks` for tests, fuzzing and tools.
 #[derive(Debug, Clone)]
 pub struct MemDir {
@@ -859,6 +1010,43 @@ mod tests {
         assert!(insert_into_block(&mut b, &s, b"c", 13, 1));
         let s = parse_block(&b, &ctx).unwrap();
         assert_eq!(s[0].ino, 13);
+    }
+
+    #[test]
+    fn dirs_inline_add_remove() {
+        let il = InlineDir {
+            dir_ino: 30,
+            inodes_count: 1000,
+            filetype: true,
+        };
+        let mut ib = InlineDir::new_iblock(2);
+        let mut data = vec![0u8; 0];
+        assert_eq!(il.list(&ib, &data).unwrap(), (2, vec![]));
+        let mut added = 0;
+        for i in 0..10u32 {
+            if il
+                .add(&mut ib, &mut data, format!("n{i}").as_bytes(), 40 + i, 1)
+                .unwrap()
+            {
+                added += 1;
+            } else {
+                break;
+            }
+        }
+        assert_eq!(added, 4); // 56 bytes / 12
+        assert_eq!(il.lookup(&ib, &data, b"n2").unwrap(), Some((42, 1)));
+        assert_eq!(il.remove(&mut ib, &mut data, b"n0").unwrap(), 40);
+        assert!(il.add(&mut ib, &mut data, b"zz", 99, 2).unwrap());
+        let (p, e) = il.list(&ib, &data).unwrap();
+        assert_eq!(p, 2);
+        assert_eq!(e.len(), 4);
+        // A system.data area with one empty record takes more.
+        let mut data = vec![0u8; 24];
+        wr16(&mut data, 4, 24);
+        assert!(il.add(&mut ib, &mut data, b"more", 77, 1).unwrap());
+        assert_eq!(il.list(&ib, &data).unwrap().1.len(), 5);
+        InlineDir::set_parent(&mut ib, 9);
+        assert_eq!(il.list(&ib, &data).unwrap().0, 9);
     }
 
     #[test]
