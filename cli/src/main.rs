@@ -1,13 +1,48 @@
 //! The `imgscrub` command. It only parses arguments and prints; the work is in the libraries.
+//!
+//! Each subcommand is one variant of [`Command`] and one module in `cmd/` with an `Args`
+//! struct and a `run` function.
 
-use clap::Parser;
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
 
 /// Prepare Linux VM disk images offline: inspect, scrub, zero free space, recompress.
 #[derive(Parser)]
-#[command(name = "imgscrub", version)]
-struct Cli {}
+#[command(
+    name = "imgscrub",
+    version,
+    after_help = "\
+Examples:
+  imgscrub inspect disk.qcow2            partitions and filesystems, as a table
+  imgscrub inspect --json disk.img | jq '.partitions[].filesystem.type'
 
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    Ok(())
+Run `imgscrub <command> --help` for the options and examples of each command."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show an image's format, backing chain, partitions and filesystems (reads only).
+    Inspect(cmd::inspect::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(args) => cmd::inspect::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes joined with ": ".
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("imgscrub: {msg}");
+            ExitCode::FAILURE
+        }
+    }
 }

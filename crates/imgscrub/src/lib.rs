@@ -1,1 +1,31 @@
-//! imgscrub facade library: open an image, inspect, prepare, sparsify, convert
+//! imgscrub facade library: the API orchestrators link.
+//!
+//! ```no_run
+//! use imgscrub::{Image, OpenOptions};
+//! let img = Image::open("disk.qcow2", OpenOptions::default())?;
+//! let report = img.inspect()?;
+//! for p in &report.partitions {
+//!     println!("{} {:?}", p.index, p.filesystem.as_ref().map(|f| &f.fs_type));
+//! }
+//! # Ok::<(), imgscrub::Error>(())
+//! ```
+//!
+//! [`Image::open`] detects raw vs qcow2 by magic, [`Image::inspect`] reports the format,
+//! the backing chain, the partition table and the filesystem in each partition as an
+//! [`Inspection`] (serde-serializable; `imgscrub inspect --json` prints it, schema in
+//! `docs/inspect-json.md`).
+
+mod error;
+mod image;
+mod inspect;
+
+pub use error::{Error, Result};
+pub use image::{Format, Image, OpenOptions};
+pub use inspect::{
+    BackingFile, ExtFeaturesInfo, FilesystemInfo, Inspection, PartitionInfo, TableInfo,
+};
+
+/// The block layer, for callers that need the raw device ([`Image::device`]).
+pub use imgscrub_disk as disk;
+/// Filesystem detection and the filesystem layer.
+pub use imgscrub_fs as fs;

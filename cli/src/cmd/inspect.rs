@@ -1,0 +1,154 @@
+//! `imgscrub inspect IMAGE [--json]`.
+
+use super::human_size;
+use anyhow::{Context, Result};
+use imgscrub::{Format, Image, Inspection, OpenOptions};
+use std::path::PathBuf;
+
+/// Arguments of `imgscrub inspect`.
+#[derive(clap::Args)]
+#[command(after_help = "\
+Examples:
+  imgscrub inspect disk.qcow2
+      format, size, backing chain, then one row per partition with its filesystem
+  imgscrub inspect --json disk.img > report.json
+      the same as JSON (schema: docs/inspect-json.md)
+  imgscrub inspect --json disk.qcow2 | jq -r '.partitions[] | select(.filesystem.type == \"ext4\") | .part_uuid'
+      the PARTUUIDs of the ext4 partitions
+
+The image is opened read-only; nothing is ever written.")]
+pub struct Args {
+    /// The disk image (raw or qcow2; detected by its first bytes).
+    pub image: PathBuf,
+    /// Print the inspection as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Do not detect the format: read the image as `raw` or `qcow2`.
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<Format>,
+}
+
+/// Run `inspect`.
+pub fn run(args: &Args) -> Result<()> {
+    let img = Image::open(
+        &args.image,
+        OpenOptions {
+            write: false,
+            format: args.format,
+        },
+    )?;
+    let report = img
+        .inspect()
+        .with_context(|| format!("{}: inspect", args.image.display()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(())
+}
+
+/// The human-readable report.
+pub fn render(r: &Inspection) -> String {
+    let mut out = String::new();
+    out += &format!(
+        "image:  {} ({}, {} virtual)\n",
+        r.path,
+        r.format,
+        human_size(r.virtual_size)
+    );
+    for b in &r.backing_chain {
+        let f = b.format.map_or("unreadable".to_string(), |f| f.to_string());
+        out += &format!("backing: {} ({f})\n", b.path);
+    }
+    let t = &r.partition_table;
+    out += &match t.kind {
+        "gpt" => format!(
+            "table:  GPT, disk GUID {}, {}-byte sectors{}\n",
+            t.id.as_deref().unwrap_or("?"),
+            t.sector_size.unwrap_or(512),
+            if t.read_only {
+                " (from the backup header)"
+            } else {
+                ""
+            }
+        ),
+        "mbr" => format!(
+            "table:  MBR, disk signature {}\n",
+            t.id.as_deref().unwrap_or("?")
+        ),
+        _ => "table:  none (the whole disk is one filesystem)\n".to_string(),
+    };
+    let mut rows = vec![
+        [
+            "#",
+            "START",
+            "SIZE",
+            "TYPE",
+            "NAME",
+            "FILESYSTEM",
+            "LABEL",
+            "UUID",
+        ]
+        .map(String::from),
+    ];
+    for p in &r.partitions {
+        let ty = p
+            .type_name
+            .clone()
+            .or_else(|| p.type_id.clone())
+            .unwrap_or_default();
+        let (fs, label, uuid) = match &p.filesystem {
+            Some(f) => {
+                let fs = match &f.version {
+                    Some(v) if f.fs_type == "vfat" => format!("{} {v}", f.fs_type),
+                    _ => f.fs_type.clone(),
+                };
+                (
+                    fs,
+                    f.label.clone().unwrap_or_default(),
+                    f.uuid.clone().unwrap_or_default(),
+                )
+            }
+            None if p.extended => ("(extended)".to_string(), String::new(), String::new()),
+            None => ("?".to_string(), String::new(), String::new()),
+        };
+        let boot = if p.bootable { "*" } else { "" };
+        rows.push([
+            format!("{}{boot}", p.index),
+            human_size(p.start),
+            human_size(p.size),
+            ty,
+            p.name.clone().unwrap_or_default(),
+            fs,
+            label,
+            uuid,
+        ]);
+    }
+    let mut widths = [0usize; 8];
+    for row in &rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    out += "\n";
+    for row in &rows {
+        let mut line = String::new();
+        for (i, (c, w)) in row.iter().zip(widths).enumerate() {
+            if i == 1 || i == 2 {
+                line += &format!("{c:>w$}  ");
+            } else {
+                line += &format!("{c:<w$}  ");
+            }
+        }
+        out += line.trim_end();
+        out += "\n";
+    }
+    if !r.warnings.is_empty() {
+        out += "\n";
+        for w in &r.warnings {
+            out += &format!("warning: {w}\n");
+        }
+    }
+    out
+}

@@ -1,0 +1,32 @@
+//! One module per subcommand: `Args` (clap) and `run`.
+
+pub mod inspect;
+
+/// `1536` → `1.5 KiB`; exact bytes under 1 KiB.
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = UNITS[0];
+    for u in &UNITS[1..] {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    format!("{v:.1} {unit}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn human_sizes() {
+        assert_eq!(super::human_size(0), "0 B");
+        assert_eq!(super::human_size(1536), "1.5 KiB");
+        assert_eq!(super::human_size(16 << 20), "16.0 MiB");
+        assert_eq!(super::human_size(u64::MAX), "16.0 EiB");
+    }
+}

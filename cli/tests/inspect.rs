@@ -1,0 +1,133 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! `imgscrub inspect` as a user runs it: the built binary on images made with sgdisk.
+
+use imgscrub_testkit::{require_tools, run_ok};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn imgscrub(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_imgscrub"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn gpt_image(dir: &Path) -> PathBuf {
+    let img = dir.join("disk.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    run_ok(
+        Command::new("sgdisk")
+            .args(["-n", "1:2048:+2M", "-t", "1:ef00", "-c", "1:ESP"])
+            .args(["-n", "2:0:0", "-t", "2:8300", "-c", "2:root"])
+            .arg(&img),
+    );
+    let esp = dir.join("esp.img");
+    std::fs::File::create(&esp)
+        .unwrap()
+        .set_len(2 << 20)
+        .unwrap();
+    run_ok(Command::new("mkfs.vfat").args(["-n", "ESP"]).arg(&esp));
+    run_ok(
+        Command::new("dd")
+            .arg(format!("if={}", esp.display()))
+            .arg(format!("of={}", img.display()))
+            .args(["bs=512", "seek=2048", "conv=notrunc", "status=none"]),
+    );
+    img
+}
+
+#[test]
+fn inspect_json_lists_the_partitions() {
+    require_tools!("sgdisk", "mkfs.vfat", "sfdisk");
+    let dir = tempfile::tempdir().unwrap();
+    let img = gpt_image(dir.path());
+    let o = imgscrub(&["inspect".as_ref(), "--json".as_ref(), img.as_os_str()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["schema_version"], 1);
+    assert_eq!(j["format"], "raw");
+    assert_eq!(j["virtual_size"], 32u64 << 20);
+    assert_eq!(j["partition_table"]["kind"], "gpt");
+    let parts = j["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 2);
+    // Same as sfdisk.
+    let s: serde_json::Value =
+        serde_json::from_str(&run_ok(Command::new("sfdisk").arg("--json").arg(&img))).unwrap();
+    for (ours, theirs) in parts
+        .iter()
+        .zip(s["partitiontable"]["partitions"].as_array().unwrap())
+    {
+        assert_eq!(ours["start"], theirs["start"].as_u64().unwrap() * 512);
+        assert_eq!(ours["size"], theirs["size"].as_u64().unwrap() * 512);
+        assert_eq!(
+            ours["part_uuid"].as_str().unwrap(),
+            theirs["uuid"].as_str().unwrap().to_lowercase()
+        );
+        assert_eq!(ours["name"], theirs["name"]);
+    }
+    assert_eq!(parts[0]["filesystem"]["type"], "vfat");
+    assert_eq!(parts[0]["filesystem"]["label"], "ESP");
+    assert_eq!(parts[1]["filesystem"]["type"], "unknown");
+}
+
+#[test]
+fn inspect_prints_a_table() {
+    require_tools!("sgdisk", "mkfs.vfat");
+    let dir = tempfile::tempdir().unwrap();
+    let img = gpt_image(dir.path());
+    let o = imgscrub(&["inspect".as_ref(), img.as_os_str()]);
+    assert!(o.status.success());
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(out.contains("GPT"), "{out}");
+    let row = out.lines().find(|l| l.starts_with("1 ")).unwrap();
+    for want in ["1.0 MiB", "2.0 MiB", "EFI System", "ESP", "vfat"] {
+        assert!(row.contains(want), "{want} missing in {row:?}");
+    }
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("2 ") && l.contains("root"))
+    );
+}
+
+#[test]
+fn bad_input_gives_one_line_and_nonzero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.img");
+    for arg in [missing.as_os_str(), dir.path().as_os_str()] {
+        let o = imgscrub(&["inspect".as_ref(), arg]);
+        assert!(!o.status.success());
+        let err = String::from_utf8(o.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("imgscrub: "), "{err}");
+        assert!(o.stdout.is_empty());
+    }
+    // A GPT whose both headers are damaged: a clean error, not a panic.
+    let bad = dir.path().join("bad.img");
+    let mut d = vec![0u8; 1 << 20];
+    d[446 + 4] = 0xee;
+    d[446 + 8] = 1;
+    d[510] = 0x55;
+    d[511] = 0xaa;
+    d[512..520].copy_from_slice(b"EFI PART");
+    std::fs::write(&bad, d).unwrap();
+    let o = imgscrub(&["inspect".as_ref(), bad.as_os_str()]);
+    assert!(!o.status.success());
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("GPT"), "{err}");
+}
+
+#[test]
+fn help_teaches_by_example() {
+    for args in [&["--help"][..], &["inspect", "--help"][..]] {
+        let a: Vec<&std::ffi::OsStr> = args.iter().map(|s| s.as_ref()).collect();
+        let o = imgscrub(&a);
+        assert!(o.status.success());
+        let out = String::from_utf8(o.stdout).unwrap();
+        assert!(out.contains("Examples:"), "{out}");
+        assert!(out.contains("imgscrub inspect"), "{out}");
+    }
+}

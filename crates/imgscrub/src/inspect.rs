@@ -1,0 +1,224 @@
+//! `Image::inspect`: what is in an image, as data (`imgscrub inspect --json`).
+//!
+//! The JSON shape of [`Inspection`] is a public interface, documented in
+//! `docs/inspect-json.md`: add fields, never rename or remove them.
+
+use crate::error::Result;
+use crate::image::{Format, Image};
+use imgscrub_disk::partition::{Partition, PartitionType, TableKind};
+use imgscrub_disk::{BlockDev, Slice};
+use imgscrub_fs::probe::{FsProbe, FsType, probe};
+use serde::Serialize;
+
+/// Version of the JSON schema of [`Inspection`] (`schema_version`).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Everything `inspect` reports about an image.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The image path as given.
+    pub path: String,
+    /// `raw` or `qcow2`.
+    pub format: Format,
+    /// Size of the virtual disk in bytes.
+    pub virtual_size: u64,
+    /// Backing files, nearest first (qcow2 only).
+    pub backing_chain: Vec<BackingFile>,
+    /// The partition table.
+    pub partition_table: TableInfo,
+    /// Partitions (or the whole-disk pseudo-partition), with the filesystem found in each.
+    pub partitions: Vec<PartitionInfo>,
+    /// Problems that did not stop the inspection.
+    pub warnings: Vec<String>,
+}
+
+/// One image below another in a qcow2 backing chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackingFile {
+    /// Path, resolved relative to the image that names it.
+    pub path: String,
+    /// Its format, `null` when it cannot be opened.
+    pub format: Option<Format>,
+}
+
+/// The partition table.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableInfo {
+    /// `gpt`, `mbr` or `none` (no table: the whole disk holds one filesystem).
+    pub kind: &'static str,
+    /// GPT disk GUID, or the MBR disk signature as 8 hex digits (Linux `PTUUID`).
+    pub id: Option<String>,
+    /// Logical sector size the GPT was found with; `null` for MBR/none.
+    pub sector_size: Option<u32>,
+    /// True when the table was read from the backup GPT (primary damaged).
+    pub read_only: bool,
+}
+
+/// One partition.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionInfo {
+    /// Linux partition number (`sda<N>`); 0 for the whole-disk pseudo-partition.
+    pub index: u32,
+    /// Offset in bytes.
+    pub start: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// `gpt`, `mbr` or `whole-disk`.
+    pub scheme: &'static str,
+    /// GPT type GUID, or MBR type as `0x83`; `null` for the whole disk.
+    pub type_id: Option<String>,
+    /// Human name of the type (`Linux filesystem`, `EFI System`…), when known.
+    pub type_name: Option<String>,
+    /// GPT partition name; `null` when empty or MBR.
+    pub name: Option<String>,
+    /// `PARTUUID` (GPT unique GUID, or `SIGNATURE-NN` for MBR).
+    pub part_uuid: Option<String>,
+    /// MBR boot flag or GPT legacy-BIOS-bootable attribute.
+    pub bootable: bool,
+    /// GPT attribute bits (0 for MBR).
+    pub attributes: u64,
+    /// True for an MBR extended partition (a container, never probed).
+    pub extended: bool,
+    /// What the partition holds; `null` for extended partitions or when probing failed.
+    pub filesystem: Option<FilesystemInfo>,
+}
+
+/// A filesystem (or swap, LVM PV, LUKS…) detected by magic.
+#[derive(Debug, Clone, Serialize)]
+pub struct FilesystemInfo {
+    /// blkid's `TYPE`: `ext4`, `vfat`, `swap`, `xfs`, `LVM2_member`, `crypto_LUKS`, …,
+    /// or `unknown`.
+    #[serde(rename = "type")]
+    pub fs_type: String,
+    /// blkid's `VERSION` (`FAT32`, `1.0`, LUKS `2`…).
+    pub version: Option<String>,
+    /// Volume label.
+    pub label: Option<String>,
+    /// Filesystem UUID as blkid prints it.
+    pub uuid: Option<String>,
+    /// Block / cluster / page size in bytes.
+    pub block_size: Option<u32>,
+    /// Size the filesystem says it has, in bytes.
+    pub size: Option<u64>,
+    /// ext2/3/4 feature flags.
+    pub features: Option<ExtFeaturesInfo>,
+}
+
+/// ext2/3/4 feature names, as `dumpe2fs` prints them.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExtFeaturesInfo {
+    /// Compatible features.
+    pub compat: Vec<String>,
+    /// Incompatible features.
+    pub incompat: Vec<String>,
+    /// Read-only compatible features.
+    pub ro_compat: Vec<String>,
+}
+
+impl From<FsProbe> for FilesystemInfo {
+    fn from(p: FsProbe) -> Self {
+        FilesystemInfo {
+            fs_type: p.fstype.blkid_name().to_string(),
+            version: p.version,
+            label: p.label,
+            uuid: p.uuid,
+            block_size: p.block_size,
+            size: p.size,
+            features: p.ext_features.map(|f| ExtFeaturesInfo {
+                compat: f.compat,
+                incompat: f.incompat,
+                ro_compat: f.ro_compat,
+            }),
+        }
+    }
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+impl Image {
+    /// Inspect the image: format, backing chain, partition table, and the filesystem in each
+    /// partition. Reads only. A partition that cannot be probed gets `filesystem: null` and
+    /// a warning; only a failure to read the partition table is an error.
+    pub fn inspect(&self) -> Result<Inspection> {
+        let table = self.partitions()?;
+        let mut warnings = self.warnings().to_vec();
+        warnings.extend(table.warnings.iter().cloned());
+        let dev: &dyn BlockDev = &**self.device();
+        let partitions = table
+            .partitions
+            .iter()
+            .map(|p| partition_info(dev, p, &mut warnings))
+            .collect();
+        let (kind, id, sector_size) = match &table.kind {
+            TableKind::Gpt {
+                disk_guid,
+                sector_size,
+            } => ("gpt", Some(disk_guid.to_string()), Some(*sector_size)),
+            TableKind::Mbr { disk_signature } => {
+                ("mbr", Some(format!("{disk_signature:08x}")), None)
+            }
+            TableKind::None => ("none", None, None),
+        };
+        Ok(Inspection {
+            schema_version: SCHEMA_VERSION,
+            path: self.path().display().to_string(),
+            format: self.format(),
+            virtual_size: self.virtual_size(),
+            backing_chain: self.backing_chain().to_vec(),
+            partition_table: TableInfo {
+                kind,
+                id,
+                sector_size,
+                read_only: table.read_only,
+            },
+            partitions,
+            warnings,
+        })
+    }
+}
+
+fn partition_info(dev: &dyn BlockDev, p: &Partition, warnings: &mut Vec<String>) -> PartitionInfo {
+    let (scheme, type_id) = match p.ptype {
+        PartitionType::Gpt(g) => ("gpt", Some(g.to_string())),
+        PartitionType::Mbr(t) => ("mbr", Some(format!("0x{t:02x}"))),
+        PartitionType::WholeDisk => ("whole-disk", None),
+    };
+    let filesystem = if p.is_extended() {
+        None
+    } else {
+        match Slice::new(dev, p.start, p.size).and_then(|s| probe(&s)) {
+            Ok(f) => Some(FilesystemInfo::from(f)),
+            Err(e) => {
+                warnings.push(format!("partition {}: cannot probe: {e}", p.index));
+                None
+            }
+        }
+    };
+    PartitionInfo {
+        index: p.index,
+        start: p.start,
+        size: p.size,
+        scheme,
+        type_id,
+        type_name: p.ptype.name().map(str::to_string),
+        name: non_empty(&p.name),
+        part_uuid: non_empty(&p.part_uuid),
+        bootable: p.bootable,
+        attributes: p.attributes,
+        extended: p.is_extended(),
+        filesystem,
+    }
+}
+
+impl FilesystemInfo {
+    /// True when the filesystem type is one imgscrub can edit (ext2/3/4, FAT).
+    pub fn is_editable(&self) -> bool {
+        [FsType::Ext2, FsType::Ext3, FsType::Ext4, FsType::Vfat]
+            .iter()
+            .any(|t| t.blkid_name() == self.fs_type)
+    }
+}
