@@ -605,7 +605,8 @@ fn commit_inner(
         l -= 1;
     }
     // The root.
-    let Some(root) = path.first_mut() else {
+    let (head, tail) = path.split_at_mut(1.min(path.len()));
+    let Some(root) = head.first_mut() else {
         return Ok((new_nodes, to_free));
     };
     root.node.dirty = true;
@@ -644,6 +645,24 @@ fn commit_inner(
         root.node.depth += 1;
         root.node.max = ROOT_MAX;
         new_nodes.push(child);
+    } else {
+        // Shrink: while the root has a lone child whose entries fit in the root, move them
+        // up (e2fsck would otherwise say the tree "could be shorter").
+        for child in tail.iter_mut() {
+            if root.node.depth == 0 || root.node.len() != 1 {
+                break;
+            }
+            let Some(b) = child.node.pblk else { break };
+            if !(1..=usize::from(ROOT_MAX)).contains(&child.node.len()) {
+                break;
+            }
+            let entries = std::mem::replace(&mut child.node.entries, Entries::Leaf(Vec::new()));
+            root.node.entries = entries;
+            root.node.depth = child.node.depth;
+            root.node.max = ROOT_MAX;
+            child.node.dirty = false;
+            to_free.push(b);
+        }
     }
     Ok((new_nodes, to_free))
 }
@@ -968,6 +987,39 @@ pub(crate) fn allocate(
     Ok(runs)
 }
 
+/// Move the lone child of the root into the root while its entries fit (after a punch
+/// emptied all but one subtree), freeing the child's block.
+fn collapse_root(ctx: &mut dyn MapCtx, fm: &mut FileMap<'_>) -> Result<()> {
+    let mut buf = vec![0u8; ctx.block_size() as usize];
+    for _ in 0..MAX_DEPTH {
+        let mut root = read_root(ctx, fm)?;
+        let child_blk = match &root.entries {
+            Entries::Index(ix) if ix.len() == 1 => ix.first().map(|e| e.child),
+            _ => None,
+        };
+        let Some(cb) = child_blk else {
+            return Ok(());
+        };
+        let child = read_child(
+            ctx,
+            fm.ino,
+            cb,
+            root.depth.saturating_sub(1),
+            ROOT_BOUNDS,
+            &mut buf,
+        )?;
+        if !(1..=usize::from(ROOT_MAX)).contains(&child.len()) {
+            return Ok(());
+        }
+        root.entries = child.entries;
+        root.depth = child.depth;
+        root.max = ROOT_MAX;
+        write_node(ctx, fm, &root)?;
+        mapping::free_counted(ctx, fm, cb, 1)?;
+    }
+    Ok(())
+}
+
 pub(crate) fn punch(ctx: &mut dyn MapCtx, fm: &mut FileMap<'_>, from: u64, to: u64) -> Result<()> {
     let mut cur = from;
     while cur < to {
@@ -1016,5 +1068,5 @@ pub(crate) fn punch(ctx: &mut dyn MapCtx, fm: &mut FileMap<'_>, from: u64, to: u
         }
         cur = leaf_hi;
     }
-    Ok(())
+    collapse_root(ctx, fm)
 }
