@@ -1036,3 +1036,126 @@ pub fn check(d: &mut dyn DirBlocks) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dir::MemDir;
+    use std::collections::HashMap;
+
+    /// Known values, cross-checked with `debugfs -R "dx_hash -h ALG -s SEED NAME"`
+    /// (tests/dirs_image.rs checks thousands more against real images).
+    #[test]
+    fn dirs_hash_default_seed_and_empty() {
+        // All-zero seed means the default seed.
+        let a = dx_hash(b"hello", DX_HASH_HALF_MD4, &[0; 4]).unwrap();
+        let b = dx_hash(b"hello", DX_HASH_HALF_MD4, &DEFAULT_SEED).unwrap();
+        assert_eq!(a, b);
+        for v in 0..6 {
+            let (h, _) = dx_hash(b"x", v, &[1, 2, 3, 4]).unwrap();
+            assert_eq!(h & 1, 0);
+        }
+        assert!(dx_hash(b"x", 6, &[0; 4]).is_err());
+    }
+
+    /// Long names (three a 1 KiB leaf) that collide pairwise on the major hash.
+    fn colliding_pairs(d: &MemDir, want: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut seen: HashMap<u32, Vec<u8>> = HashMap::new();
+        let mut out = Vec::new();
+        for i in 0u32..400_000 {
+            let mut n = format!("c{i:x}-").into_bytes();
+            n.resize(240, b'z');
+            let (h, _) = dx_hash(&n, DX_HASH_HALF_MD4, &d.hash.seed).unwrap();
+            if let Some(prev) = seen.insert(h, n.clone()) {
+                out.push((prev, n));
+                if out.len() == want {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn dirs_htree_hash_collisions_continuation() {
+        let probe_dir = MemDir::new(40, 1024, Some(5));
+        let pairs = colliding_pairs(&probe_dir, 3);
+        assert!(!pairs.is_empty());
+        let long = |s: String| {
+            let mut n = s.into_bytes();
+            n.resize(240, b'y');
+            n
+        };
+        let hash = |n: &[u8]| {
+            dx_hash(n, DX_HASH_HALF_MD4, &probe_dir.hash.seed)
+                .unwrap()
+                .0
+        };
+        for (a, b) in &pairs {
+            let h = hash(a);
+            // x below, y above the colliding hash: the leaf [x, a, b, y] splits between a
+            // and b, so the new index entry must carry the continuation bit.
+            let x = (0..)
+                .map(|i| long(format!("x{i}")))
+                .find(|n| hash(n) < h)
+                .unwrap();
+            let y = (0..)
+                .map(|i| long(format!("y{i}")))
+                .find(|n| hash(n) > h)
+                .unwrap();
+            let mut d = probe_dir.clone();
+            dir::init(&mut d, 40, 2).unwrap();
+            let mut names = vec![x, a.clone(), b.clone(), y];
+            for (i, n) in names.iter().enumerate() {
+                dir::add(&mut d, n, 100 + i as u32, 1).unwrap();
+            }
+            let z = long("z".into());
+            dir::add(&mut d, &z, 104, 1).unwrap();
+            names.push(z);
+            assert!(d.indexed);
+            let continued: usize = continuation_entries(&mut d).iter().sum();
+            assert_eq!(continued, 1, "one continuation entry expected");
+            check(&mut d).unwrap();
+            for (i, n) in names.iter().enumerate() {
+                assert_eq!(dir::lookup(&mut d, n).unwrap(), Some((100 + i as u32, 1)));
+            }
+            // Grow and shrink around it.
+            for i in 0..400u32 {
+                dir::add(&mut d, &long(format!("fill{i}")), 200 + i, 1).unwrap();
+            }
+            check(&mut d).unwrap();
+            assert_eq!(dir::remove(&mut d, a).unwrap(), 101);
+            assert_eq!(dir::lookup(&mut d, b).unwrap(), Some((102, 1)));
+            assert_eq!(dir::remove(&mut d, b).unwrap(), 102);
+            assert_eq!(dir::lookup(&mut d, a).unwrap(), None);
+            dir::add(&mut d, b, 102, 1).unwrap();
+            assert!(matches!(
+                dir::add(&mut d, b, 7, 1),
+                Err(Ext4Error::Exists(_))
+            ));
+            dir::add(&mut d, a, 101, 1).unwrap();
+            check(&mut d).unwrap();
+            assert_eq!(dir::lookup(&mut d, a).unwrap(), Some((101, 1)));
+        }
+    }
+
+    /// Number of index entries with the continuation bit.
+    fn continuation_entries(d: &mut MemDir) -> Vec<usize> {
+        let (info, root) = read_root(d).unwrap();
+        let mut blocks = vec![root];
+        let mut level: Vec<u32> = blocks[0].entries.iter().map(|e| e.1).collect();
+        for _ in 0..info.indirect_levels {
+            let mut next = Vec::new();
+            for l in level {
+                let n = read_node(d, l).unwrap();
+                next.extend(n.entries.iter().map(|e| e.1));
+                blocks.push(n);
+            }
+            level = next;
+        }
+        blocks
+            .iter()
+            .map(|b| b.entries.iter().filter(|e| e.0 & 1 == 1).count())
+            .collect()
+    }
+}
