@@ -39,10 +39,25 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the error and its causes joined with ": ".
-            let msg = format!("{e:#}").replace('\n', " ");
-            eprintln!("imgscrub: {msg}");
+            eprintln!("imgscrub: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes joined with ": " on one line. Library errors already include
+/// their cause in their message, so a cause whose text the line already ends with is skipped.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line += ": ";
+        }
+        line += &text;
+    }
+    line
 }

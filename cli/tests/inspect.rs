@@ -131,3 +131,24 @@ fn help_teaches_by_example() {
         assert!(out.contains("imgscrub inspect"), "{out}");
     }
 }
+
+#[test]
+fn inspect_sample_qcow2() {
+    let sample = imgscrub_testkit::fixture("sample.qcow2");
+    let o = imgscrub(&["inspect".as_ref(), sample.as_os_str()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(out.contains("qcow2, 16.0 MiB virtual"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("2 ") && l.contains("ext4") && l.contains("root")),
+        "{out}"
+    );
+    let bad = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(bad.path(), b"QFI\xfb\0\0\0\x03garbage").unwrap();
+    let o = imgscrub(&["inspect".as_ref(), bad.path().as_os_str()]);
+    assert!(!o.status.success());
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("imgscrub: "), "{err}");
+}

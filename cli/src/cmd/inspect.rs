@@ -39,7 +39,7 @@ pub fn run(args: &Args) -> Result<()> {
     )?;
     let report = img
         .inspect()
-        .with_context(|| format!("{}: inspect", args.image.display()))?;
+        .with_context(|| args.image.display().to_string())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -6,27 +6,25 @@ pub enum Error {
     /// The block layer failed (I/O, corrupt partition table…).
     #[error(transparent)]
     Disk(#[from] imgscrub_disk::DiskError),
-    /// The qcow2 layer failed.
-    #[error("{path}: {message}")]
+    /// The qcow2 layer refused or failed to open the image.
+    #[error("{}: {source}", path.display())]
     Qcow2 {
         /// The image.
         path: PathBuf,
         /// What the qcow2 reader said.
-        message: String,
+        #[source]
+        source: imgscrub_qcow2::Qcow2Error,
     },
     /// The image could not be opened or is not an image file.
-    #[error("{path}: {message}")]
+    #[error("{}: {message}", path.display())]
     Open {
         /// The path given.
         path: PathBuf,
         /// Why.
         message: String,
     },
-    /// A qcow2 image, but this build cannot read qcow2 yet.
-    #[error("{0}: qcow2 support not built yet (convert with `qemu-img convert -O raw`)")]
-    Qcow2NotBuilt(PathBuf),
     /// The format given with `--format` does not match the file.
-    #[error("{path}: not a {expected} image ({detail})")]
+    #[error("{}: not a {expected} image ({detail})", path.display())]
     WrongFormat {
         /// The image.
         path: PathBuf,

@@ -211,10 +211,18 @@ impl Image {
     }
 }
 
-/// Open a qcow2 image as a block device.
+/// Open a qcow2 image (and its backing chain, read-only) as a block device.
 fn open_qcow2(path: &Path, write: bool) -> Result<Arc<dyn BlockDev>> {
-    let _ = write;
-    Err(Error::Qcow2NotBuilt(path.to_path_buf()))
+    let opts = if write {
+        imgscrub_qcow2::OpenOptions::read_write()
+    } else {
+        imgscrub_qcow2::OpenOptions::read_only()
+    };
+    let img = imgscrub_qcow2::Qcow2::open(path, &opts).map_err(|source| Error::Qcow2 {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(Arc::new(img))
 }
 
 /// Read the backing chain from the qcow2 headers (backing name at the offset the header

@@ -339,3 +339,99 @@ fn open_refuses_bad_inputs_cleanly() {
         .unwrap();
     assert_eq!(r.virtual_size, 1 << 20);
 }
+
+fn strip_identity(mut j: serde_json::Value) -> serde_json::Value {
+    j["path"] = serde_json::Value::Null;
+    j["format"] = serde_json::Value::Null;
+    j["backing_chain"] = serde_json::Value::Null;
+    j
+}
+
+#[test]
+fn qcow2_sample_inspects_like_its_raw_conversion() {
+    require_tools!("qemu-img");
+    let dir = tempfile::tempdir().unwrap();
+    let sample = imgscrub_testkit::fixture("sample.qcow2");
+    let raw = dir.path().join("sample.img");
+    run_ok(
+        Command::new("qemu-img")
+            .args(["convert", "-f", "qcow2", "-O", "raw"])
+            .arg(&sample)
+            .arg(&raw),
+    );
+    let q = Image::open(&sample, OpenOptions::default()).unwrap();
+    assert_eq!(q.format(), Format::Qcow2);
+    let qi = q.inspect().unwrap();
+    let ri = Image::open(&raw, OpenOptions::default())
+        .unwrap()
+        .inspect()
+        .unwrap();
+    assert_eq!(qi.virtual_size, 16 << 20);
+    let types: Vec<&str> = qi
+        .partitions
+        .iter()
+        .map(|p| p.filesystem.as_ref().unwrap().fs_type.as_str())
+        .collect();
+    assert_eq!(types, ["vfat", "ext4"]);
+    assert_eq!(
+        strip_identity(serde_json::to_value(&qi).unwrap()),
+        strip_identity(serde_json::to_value(&ri).unwrap())
+    );
+}
+
+#[test]
+fn backing_chain_is_listed_and_read_through() {
+    require_tools!("qemu-img", "sgdisk", "mkfs.vfat", "mkfs.ext4", "mkswap");
+    let dir = tempfile::tempdir().unwrap();
+    let disk = gpt_with_filesystems(dir.path());
+    let mid = dir.path().join("mid.qcow2");
+    let top = dir.path().join("top.qcow2");
+    run_ok(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+            .arg("disk.img")
+            .arg(&mid),
+    );
+    run_ok(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+            .arg(&mid)
+            .arg(&top),
+    );
+    let img = Image::open(&top, OpenOptions::default()).unwrap();
+    let r = img.inspect().unwrap();
+    let chain: Vec<(String, Option<Format>)> = r
+        .backing_chain
+        .iter()
+        .map(|b| (b.path.clone(), b.format))
+        .collect();
+    assert_eq!(
+        chain,
+        [
+            (mid.display().to_string(), Some(Format::Qcow2)),
+            (disk.display().to_string(), Some(Format::Raw)),
+        ]
+    );
+    assert_eq!(r.partitions.len(), 3);
+    assert_eq!(
+        r.partitions[1]
+            .filesystem
+            .as_ref()
+            .unwrap()
+            .label
+            .as_deref(),
+        Some("root")
+    );
+}
+
+#[test]
+fn damaged_qcow2_is_a_clean_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.qcow2");
+    let mut d = b"QFI\xfb".to_vec();
+    d.extend_from_slice(&[0xff; 200]);
+    std::fs::write(&bad, d).unwrap();
+    let e = Image::open(&bad, OpenOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("bad.qcow2"), "{e}");
+    assert_eq!(e.to_string().lines().count(), 1);
+}
