@@ -401,27 +401,12 @@ fn mapping_image_blockmaps_double_and_triple_indirect() {
     }
 }
 
-/// Minimal in-inode xattr lookup for the test (the engine's parser lives in xattr.rs).
-fn ibody_system_data(raw: &[u8]) -> Option<Vec<u8>> {
+/// The `system.data` value from the in-inode xattr area (parsed by the dirs engineer's
+/// `xattr` module). `raw` holds the first 256 bytes of the inode (inode size 256).
+fn ibody_system_data(raw: &[u8], ino: u32) -> Option<Vec<u8>> {
     let extra = usize::from(le16(raw, 0x80));
-    let start = 0x80 + extra;
-    if le32(raw, start) != 0xEA02_0000 {
-        return None;
-    }
-    let base = start + 4;
-    let mut o = base;
-    while o + 16 <= raw.len() && le32(raw, o) != 0 {
-        let name_len = usize::from(raw[o]);
-        let index = raw[o + 1];
-        let voff = usize::from(le16(raw, o + 2));
-        let vsize = le32(raw, o + 8) as usize;
-        let name = &raw[o + 16..o + 16 + name_len];
-        if index == 7 && name == b"data" {
-            return Some(raw[base + voff..base + voff + vsize].to_vec());
-        }
-        o += (16 + name_len).div_ceil(4) * 4;
-    }
-    None
+    let attrs = imgscrub_ext4::xattr::parse_ibody(&raw[0x80 + extra..], ino).unwrap();
+    imgscrub_ext4::xattr::get(&attrs, b"system.data").map(|a| a.value.clone())
 }
 
 #[test]
@@ -439,7 +424,7 @@ fn mapping_image_inline_data() {
         let mut ctx = ImgCtx::open(&image);
         let ino = load_inode(&image, &mut ctx, name);
         assert_eq!(MapKind::from_flags(ino.flags), MapKind::Inline, "{name}");
-        let value = ibody_system_data(&ino.raw).expect("system.data");
+        let value = ibody_system_data(&ino.raw, ino.ino).expect("system.data");
         let data = inline::read(ino.ino, &ino.i_block, &value, ino.size).unwrap();
         // debugfs 1.47 `dump` writes the whole 60-byte i_block of short inline files, so
         // the oracle is the source file mke2fs copied (and dump's first i_size bytes).
