@@ -458,6 +458,52 @@ mod tests {
         );
     }
 
+    #[test]
+    fn readers_and_writers_in_parallel() {
+        let base = patterned(64 * 4096).read_only();
+        let o = Overlay::new(&base);
+        std::thread::scope(|s| {
+            for t in 0..4u8 {
+                let o = &o;
+                s.spawn(move || {
+                    for i in 0..64u64 {
+                        let page = (i * 4 + u64::from(t)) % 64;
+                        o.write_at(&[t + 1; 100], page * 4096 + 10).unwrap();
+                        let mut b = [0u8; 100];
+                        o.read_at(&mut b, page * 4096 + 10).unwrap();
+                        assert!(b.iter().all(|&x| x == b[0]));
+                    }
+                });
+            }
+        });
+        assert_eq!(o.dirty_ranges(), vec![(0, 64 * 4096)]);
+    }
+
+    #[test]
+    fn commit_to_a_raw_file_punches_zero_ranges() {
+        use crate::raw::RawFile;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.img");
+        let len = 1u64 << 20;
+        let data: Vec<u8> = (0..len).map(|i| (i % 7) as u8 + 1).collect();
+        std::fs::write(&path, &data).unwrap();
+        let target = RawFile::open_rw(&path).unwrap();
+        let base = MemDev::from_vec(data).read_only();
+        let o = Overlay::new(&base);
+        o.write_zeroes(64 << 10, 512 << 10).unwrap();
+        o.write_at(b"abc", 3).unwrap();
+        o.commit_to(&target).unwrap();
+        target.flush().unwrap();
+        let got = std::fs::read(&path).unwrap();
+        let mut want = vec![0u8; len as usize];
+        o.read_at(&mut want, 0).unwrap();
+        assert_eq!(got, want);
+        assert_eq!(&got[3..6], b"abc");
+        assert_eq!(o.dirty_ranges(), vec![(0, 4096), (64 << 10, 512 << 10)]);
+        // A short target is refused before anything is written.
+        assert!(o.commit_to(&MemDev::zeroed(1000)).is_err());
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Write(u64, Vec<u8>),

@@ -421,3 +421,70 @@ fn whole_disk_filesystems_have_no_table() {
         assert_eq!(t.partitions[0].size, dev.len());
     }
 }
+
+#[test]
+fn hybrid_mbr_and_gpt_without_protective_mbr() {
+    require_tools!("sgdisk");
+    let dir = tempfile::tempdir().unwrap();
+    let img = make_gpt(dir.path());
+    let good = discover(&RawFile::open(&img).unwrap()).unwrap();
+    let data = std::fs::read(&img).unwrap();
+
+    // Hybrid: sgdisk -h puts partition 1 into the MBR beside the 0xEE entry.
+    run_ok(Command::new("sgdisk").args(["-h", "1"]).arg(&img));
+    let t = discover(&RawFile::open(&img).unwrap()).unwrap();
+    assert_eq!(t.partitions, good.partitions);
+    assert!(
+        t.warnings.iter().any(|w| w.contains("hybrid")),
+        "{:?}",
+        t.warnings
+    );
+
+    // No MBR at all: the GPT is still found, with a warning.
+    let mut d = data.clone();
+    d[..512].fill(0);
+    let t = discover(&MemDev::from_vec(d)).unwrap();
+    assert_eq!(t.partitions, good.partitions);
+    assert!(
+        t.warnings.iter().any(|w| w.contains("protective")),
+        "{:?}",
+        t.warnings
+    );
+
+    // A valid non-protective MBR wins over a GPT header, as in Linux.
+    let mut d = data;
+    d[446..510].fill(0);
+    put_entry(&mut d[..512], 0, 0, 0x83, 2048, 4096);
+    let t = discover(&MemDev::from_vec(d)).unwrap();
+    assert!(matches!(t.kind, TableKind::Mbr { .. }));
+    assert_eq!(t.partitions.len(), 1);
+    assert!(
+        t.warnings.iter().any(|w| w.contains("GPT header")),
+        "{:?}",
+        t.warnings
+    );
+}
+
+#[test]
+fn partitions_are_slices() {
+    // Partitions are slices: the bytes of partition 2 read through Slice match the file.
+    require_tools!("sgdisk");
+    let dir = tempfile::tempdir().unwrap();
+    let img = make_gpt(dir.path());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img)
+        .and_then(|f| {
+            use std::os::unix::fs::FileExt;
+            f.write_all_at(b"hello partition 2", 3 << 20)
+        })
+        .unwrap();
+    let dev = RawFile::open(&img).unwrap();
+    let t = discover(&dev).unwrap();
+    let p2 = t.partitions.iter().find(|p| p.index == 2).unwrap();
+    let s = p2.slice(&dev).unwrap();
+    let mut b = [0u8; 17];
+    s.read_at(&mut b, (3 << 20) - p2.start).unwrap();
+    assert_eq!(&b, b"hello partition 2");
+    assert_eq!(s.len(), p2.size);
+}
