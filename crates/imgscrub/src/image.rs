@@ -2,8 +2,8 @@
 
 use crate::error::{Error, Result};
 use crate::inspect::BackingFile;
-use imgscrub_disk::partition::{PartitionTable, discover};
-use imgscrub_disk::{BlockDev, RawFile};
+use imgscrub_disk::partition::{Partition, PartitionTable, discover};
+use imgscrub_disk::{BlockDev, RawFile, Slice};
 use serde::Serialize;
 use std::fmt;
 use std::fs::File;
@@ -208,6 +208,11 @@ impl Image {
     /// Find the partition table.
     pub fn partitions(&self) -> Result<PartitionTable> {
         Ok(discover(&*self.dev)?)
+    }
+
+    /// One partition (from [`Image::partitions`]) as a device of its own.
+    pub fn partition_device(&self, p: &Partition) -> Result<Slice<Arc<dyn BlockDev>>> {
+        Ok(p.slice(Arc::clone(&self.dev))?)
     }
 }
 

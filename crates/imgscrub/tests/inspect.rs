@@ -435,3 +435,86 @@ fn damaged_qcow2_is_a_clean_error() {
     assert!(e.to_string().contains("bad.qcow2"), "{e}");
     assert_eq!(e.to_string().lines().count(), 1);
 }
+
+#[test]
+fn make_sample_script_rebuilds_the_committed_sample() {
+    require_tools!("sgdisk", "mkfs.vfat", "mkfs.ext4", "qemu-img");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sample.qcow2");
+    run_ok(
+        Command::new("bash")
+            .arg(imgscrub_testkit::fixture("make-sample.sh"))
+            .arg(&out),
+    );
+    let size = std::fs::metadata(&out).unwrap().len();
+    assert!(size < 2 << 20, "sample grew to {size} bytes");
+    let fresh = Image::open(&out, OpenOptions::default())
+        .unwrap()
+        .inspect()
+        .unwrap();
+    let committed = Image::open(
+        imgscrub_testkit::fixture("sample.qcow2"),
+        OpenOptions::default(),
+    )
+    .unwrap()
+    .inspect()
+    .unwrap();
+    assert_eq!(
+        strip_identity(serde_json::to_value(&fresh).unwrap()),
+        strip_identity(serde_json::to_value(&committed).unwrap())
+    );
+    let root = fresh.partitions[1].filesystem.as_ref().unwrap();
+    assert_eq!(
+        root.uuid.as_deref(),
+        Some("3f0c6a52-9d3e-4b7a-a1c2-5e8f0d6b7a91")
+    );
+    // The root filesystem has the files the README demo scrubs.
+    let raw = dir.path().join("sample.img");
+    run_ok(
+        Command::new("qemu-img")
+            .args(["convert", "-O", "raw"])
+            .arg(&out)
+            .arg(&raw),
+    );
+    let part = dir.path().join("root.img");
+    let p = &fresh.partitions[1];
+    run_ok(
+        Command::new("dd")
+            .arg(format!("if={}", raw.display()))
+            .arg(format!("of={}", part.display()))
+            .args([
+                "bs=512",
+                &format!("skip={}", p.start / 512),
+                &format!("count={}", p.size / 512),
+                "status=none",
+            ]),
+    );
+    imgscrub_testkit::assert_e2fsck_clean(&part);
+    for path in [
+        "/etc/machine-id",
+        "/etc/ssh/ssh_host_ed25519_key",
+        "/root/.bash_history",
+        "/var/lib/dhcp/dhclient.leases",
+        "/var/lib/cloud/instance",
+        "/var/log/syslog",
+    ] {
+        let s = imgscrub_testkit::debugfs(&part, &format!("stat {path}"));
+        assert!(s.contains("Inode:"), "{path} missing: {s}");
+    }
+}
+
+#[test]
+fn partition_device_reads_inside_the_partition() {
+    let img = Image::open(
+        imgscrub_testkit::fixture("sample.qcow2"),
+        OpenOptions::default(),
+    )
+    .unwrap();
+    let table = img.partitions().unwrap();
+    let root = img.partition_device(&table.partitions[1]).unwrap();
+    use imgscrub::disk::BlockDev;
+    let mut magic = [0u8; 2];
+    root.read_at(&mut magic, 1024 + 56).unwrap();
+    assert_eq!(magic, [0x53, 0xef]);
+    assert!(root.is_read_only());
+}
