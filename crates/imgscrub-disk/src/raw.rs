@@ -156,10 +156,7 @@ impl BlockDev for RawFile {
                 self.write_zeroes_plain(offset, len)
             }
             Err(e) => Err(DiskError::io(
-                format!(
-                    "punch hole {offset:#x}+{len:#x} in {}",
-                    self.path.display()
-                ),
+                format!("punch hole {offset:#x}+{len:#x} in {}", self.path.display()),
                 e.into(),
             )),
         }

@@ -488,3 +488,108 @@ fn partitions_are_slices() {
     assert_eq!(&b, b"hello partition 2");
     assert_eq!(s.len(), p2.size);
 }
+
+#[test]
+fn random_gpt_layouts_match_sfdisk() {
+    require_tools!("sgdisk", "sfdisk");
+    let dir = tempfile::tempdir().unwrap();
+    let mut seed = 0x1234_5678_9abc_def1u64;
+    let types = ["8300", "ef00", "8200", "8e00", "0700", "fd00", "ef02"];
+    for round in 0..8 {
+        let img = mkfile(dir.path(), &format!("r{round}.img"), 64 << 20);
+        let mut cmd = Command::new("sgdisk");
+        cmd.args(["-a", "1"]); // no 1 MiB alignment: starts exactly as asked
+        let n = 1 + rng(&mut seed) % 8;
+        let mut slots: Vec<u64> = Vec::new();
+        while (slots.len() as u64) < n {
+            let s = 1 + rng(&mut seed) % 128;
+            if !slots.contains(&s) {
+                slots.push(s);
+            }
+        }
+        let mut sector = 2048u64;
+        for s in &slots {
+            let size = 8 + rng(&mut seed) % 8192;
+            let gap = rng(&mut seed) % 4096;
+            let start = sector + gap;
+            let end = start + size - 1;
+            let ty = types[(rng(&mut seed) % types.len() as u64) as usize];
+            cmd.args([
+                "-n",
+                &format!("{s}:{start}:{end}"),
+                "-t",
+                &format!("{s}:{ty}"),
+            ]);
+            cmd.args(["-c", &format!("{s}:part {s} of round {round}")]);
+            sector = end + 1;
+        }
+        run_ok(cmd.arg(&img));
+        let t = discover(&RawFile::open(&img).unwrap()).unwrap();
+        assert!(t.warnings.is_empty(), "round {round}: {:?}", t.warnings);
+        assert_same_as_sfdisk(&img, &t.partitions, 512);
+        let mut want: Vec<u32> = slots.iter().map(|&s| s as u32).collect();
+        want.sort_unstable();
+        let got: Vec<u32> = t.partitions.iter().map(|p| p.index).collect();
+        assert_eq!(got, want, "round {round}");
+    }
+}
+
+#[test]
+fn random_mbr_layouts_match_sfdisk() {
+    require_tools!("sfdisk");
+    let dir = tempfile::tempdir().unwrap();
+    let mut seed = 0xdead_beef_cafe_f00du64;
+    for round in 0..10 {
+        let img = mkfile(dir.path(), &format!("m{round}.img"), 64 << 20);
+        let mut script = format!("label: dos\nlabel-id: 0x{:08x}\n", rng(&mut seed) as u32);
+        let primaries = 1 + rng(&mut seed) % 3;
+        let mut sector = 2048u64;
+        for _ in 0..primaries {
+            let size = 2048 + rng(&mut seed) % 8192;
+            let boot = if rng(&mut seed) % 4 == 0 {
+                ", bootable"
+            } else {
+                ""
+            };
+            script += &format!("start={sector}, size={size}, type=83{boot}\n");
+            sector += size + rng(&mut seed) % 2048;
+        }
+        let logicals = rng(&mut seed) % 12;
+        if logicals > 0 {
+            script += &format!("start={sector}, type=5\n");
+            let mut l = sector + 2048;
+            for _ in 0..logicals {
+                let size = 2048 + rng(&mut seed) % 4096;
+                let ty = ["83", "82", "8e", "c"][(rng(&mut seed) % 4) as usize];
+                script += &format!("start={l}, size={size}, type={ty}\n");
+                l += size + 2048;
+            }
+        }
+        let mut child = Command::new("sfdisk")
+            .arg(&img)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "{script}");
+        let t = discover(&RawFile::open(&img).unwrap()).unwrap();
+        assert!(
+            t.warnings.is_empty(),
+            "round {round}: {:?}\n{script}",
+            t.warnings
+        );
+        assert_same_as_sfdisk(&img, &t.partitions, 512);
+        assert_eq!(
+            t.partitions.iter().filter(|p| p.index >= 5).count() as u64,
+            logicals,
+            "{script}"
+        );
+    }
+}
