@@ -194,6 +194,14 @@ fn gpt_with_4096_byte_sectors() {
     }
     assert_eq!(t.partitions[0].size, 8 << 20);
     assert_eq!(t.partitions[1].ptype.name(), Some("Linux swap"));
+
+    // Damaged primary header: the backup in the last 4 KiB sector is used.
+    let mut d = std::fs::read(&img).unwrap();
+    d[4096 + 60] ^= 0xff;
+    let b = discover(&MemDev::from_vec(d)).unwrap();
+    assert!(b.read_only);
+    assert_eq!(b.kind, t.kind);
+    assert_eq!(b.partitions, t.partitions);
 }
 
 const MBR_SCRIPT: &str = "label: dos
