@@ -747,7 +747,7 @@ fn walk(
     ctx: &mut dyn MapCtx,
     fm: &FileMap<'_>,
     leaf: &mut dyn FnMut(&Leaf),
-    meta: &mut dyn FnMut(u64),
+    meta: &mut dyn FnMut(u64, &Node),
 ) -> Result<()> {
     let root = read_root(ctx, fm)?;
     let mut seen = HashSet::new();
@@ -773,7 +773,7 @@ fn walk_node(
     seen: &mut HashSet<u64>,
     buf: &mut Vec<u8>,
     leaf: &mut dyn FnMut(&Leaf),
-    meta: &mut dyn FnMut(u64),
+    meta: &mut dyn FnMut(u64, &Node),
 ) -> Result<()> {
     match &node.entries {
         Entries::Leaf(v) => {
@@ -789,9 +789,9 @@ fn walk_node(
                         format!("extent block {} is referenced twice", e.child),
                     ));
                 }
-                meta(e.child);
                 let cb = child_bounds(ix, i, bounds);
                 let child = read_child(ctx, ino, e.child, node.depth - 1, cb, buf)?;
+                meta(e.child, &child);
                 walk_node(ctx, ino, &child, cb, seen, buf, leaf, meta)?;
             }
         }
@@ -812,15 +812,120 @@ pub(crate) fn extents(ctx: &mut dyn MapCtx, fm: &mut FileMap<'_>) -> Result<Vec<
                 uninit: e.uninit,
             })
         },
-        &mut |_| {},
+        &mut |_, _| {},
     )?;
     Ok(out)
 }
 
 pub(crate) fn metadata_blocks(ctx: &mut dyn MapCtx, fm: &mut FileMap<'_>) -> Result<Vec<u64>> {
     let mut out = Vec::new();
-    walk(ctx, fm, &mut |_| {}, &mut |b| out.push(b))?;
+    walk(ctx, fm, &mut |_| {}, &mut |b, _| out.push(b))?;
     Ok(out)
+}
+
+/// What a full walk gathers for [`optimize`]: per-level `(entries, capacity)` as e2fsck counts
+/// them, the extents and the tree blocks.
+struct Survey {
+    levels: Vec<(u64, u64)>,
+    exts: Vec<Leaf>,
+    metas: Vec<u64>,
+}
+
+fn survey(ctx: &mut dyn MapCtx, fm: &FileMap<'_>) -> Result<Survey> {
+    let root = read_root(ctx, fm)?;
+    let mut levels = vec![(0u64, 0u64); usize::from(root.depth) + 1];
+    if let Some(l0) = levels.first_mut() {
+        *l0 = (root.len() as u64, u64::from(root.max));
+    }
+    let top = root.depth;
+    let mut exts = Vec::new();
+    let mut metas = Vec::new();
+    walk(ctx, fm, &mut |e| exts.push(*e), &mut |b, node| {
+        metas.push(b);
+        let n = node.len() as u64;
+        let max = u64::from(node.max);
+        // e2fsck's "implementation wart": a non-full non-root node counts one slot less, so
+        // that the one free slot appends leave behind does not ask for a rebuild.
+        let max = if n < max { max - 1 } else { max };
+        if let Some(l) = levels.get_mut(usize::from(top - node.depth)) {
+            l.0 += n;
+            l.1 += max;
+        }
+    })?;
+    Ok(Survey {
+        levels,
+        exts,
+        metas,
+    })
+}
+
+/// e2fsck's pass-1E heuristics: a level whose free slots exceed one block's worth "could be
+/// narrower"; a level with fewer entries than an upper level can hold "could be shorter".
+fn wants_rebuild(levels: &[(u64, u64)], per_block: u64) -> bool {
+    for (i, &(num, max)) in levels.iter().enumerate() {
+        if max.saturating_sub(num) > per_block {
+            return true;
+        }
+        if levels.iter().take(i).any(|&(_, maxj)| num < maxj) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Would e2fsck suggest rebuilding this tree ("could be narrower / shorter")?
+pub fn needs_optimize(ctx: &mut dyn MapCtx, fm: &FileMap<'_>) -> Result<bool> {
+    let s = survey(ctx, fm)?;
+    Ok(wants_rebuild(
+        &s.levels,
+        u64::from(block_capacity(ctx.block_size())),
+    ))
+}
+
+/// Repack the tree when e2fsck would suggest it: the extents are inserted in order into a
+/// new tree (full nodes), built in fresh blocks while the old tree is still intact; only
+/// then `i_block` switches over and the old tree blocks are freed. Returns whether it
+/// rebuilt. On `NoSpace` the old tree stays as it was.
+pub(crate) fn optimize(ctx: &mut dyn MapCtx, fm: &mut FileMap<'_>) -> Result<bool> {
+    let root = read_root(ctx, fm)?;
+    if root.depth == 0 {
+        return Ok(false);
+    }
+    let s = survey(ctx, fm)?;
+    if !wants_rebuild(&s.levels, u64::from(block_capacity(ctx.block_size()))) {
+        return Ok(false);
+    }
+    let mut tmp = [0u8; 60];
+    init_root(&mut tmp);
+    let mut nfm = FileMap::new(fm.ino, &mut tmp, fm.kind);
+    let mut built = Ok(());
+    for e in &s.exts {
+        built = insert(ctx, &mut nfm, *e);
+        if built.is_err() {
+            break;
+        }
+    }
+    if let Err(e) = built {
+        // Give back the new tree's blocks; the old tree was never touched.
+        if let Ok(blocks) = metadata_blocks(ctx, &mut nfm) {
+            for b in blocks {
+                let _ = mapping::free_counted(ctx, &mut nfm, b, 1);
+            }
+        }
+        fm.blocks_delta = fm.blocks_delta.saturating_add(nfm.blocks_delta);
+        return Err(e);
+    }
+    let delta = nfm.blocks_delta;
+    let mut ib = *nfm.i_block;
+    // Keep the root's eh_generation.
+    put32(&mut ib, 8, root.generation);
+    *fm.i_block = ib;
+    fm.i_block_dirty = true;
+    fm.blocks_delta = fm.blocks_delta.saturating_add(delta);
+    for b in s.metas {
+        mapping::free_counted(ctx, fm, b, 1)?;
+    }
+    Ok(true)
 }
 
 /// Check the invariants e2fsck enforces and our writer maintains, on top of what reading

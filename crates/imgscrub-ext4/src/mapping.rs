@@ -275,6 +275,18 @@ pub fn metadata_blocks(ctx: &mut dyn MapCtx, fm: &mut FileMap<'_>) -> Result<Vec
     }
 }
 
+/// Repack an extent tree when e2fsck would print "extent tree could be narrower / shorter"
+/// (not errors, but `e2fsck -fn` mentions them): after edits that left nodes sparsely
+/// filled. Returns whether the tree was rebuilt; a no-op (`false`) for depth-0 trees, block
+/// maps and inline files. Cost: one walk of the tree, plus the rebuild when needed. Core calls
+/// it once per touched extent-mapped inode after an operation (write, truncate) or at flush.
+pub fn optimize(ctx: &mut dyn MapCtx, fm: &mut FileMap<'_>) -> Result<bool> {
+    match fm.kind {
+        MapKind::Extents => crate::extent::optimize(ctx, fm),
+        _ => Ok(false),
+    }
+}
+
 // ---- helpers shared by extent.rs and blockmap.rs -------------------------------------------
 
 /// Allocate through `ctx`, counting the blocks in `fm.blocks_delta`.

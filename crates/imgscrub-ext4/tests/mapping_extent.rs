@@ -192,6 +192,12 @@ fn mapping_extent_deep_tree_grow_and_shrink() {
         );
     }
     check_model(&mut ctx, &mut fm, &model);
+    // Half-full leaves after the middle inserts: e2fsck would call the tree "narrower".
+    assert!(extent::needs_optimize(&mut ctx, &fm).unwrap());
+    assert!(mapping::optimize(&mut ctx, &mut fm).unwrap());
+    assert!(!extent::needs_optimize(&mut ctx, &fm).unwrap());
+    assert!(!mapping::optimize(&mut ctx, &mut fm).unwrap());
+    check_model(&mut ctx, &mut fm, &model);
     // Punch a hole in the middle of many leaves, then small holes, then the tail.
     apply_punch(&mut ctx, &mut fm, &mut model, 10_000, 40_000);
     check_model(&mut ctx, &mut fm, &model);
@@ -310,6 +316,7 @@ enum Op {
     Alloc(u64, u64, bool),
     Punch(u64, u64),
     Map(u64),
+    Optimize,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -317,6 +324,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0u64..3000, 1u64..200, any::<bool>()).prop_map(|(l, c, w)| Op::Alloc(l, c, w)),
         3 => (0u64..3000, 1u64..400).prop_map(|(l, c)| Op::Punch(l, l + c)),
         1 => (0u64..3200).prop_map(Op::Map),
+        1 => Just(Op::Optimize),
     ]
 }
 
@@ -338,6 +346,10 @@ proptest! {
                     apply_alloc(&mut ctx, &mut fm, &mut model, l, c, mode);
                 }
                 Op::Punch(f, t) => apply_punch(&mut ctx, &mut fm, &mut model, f, t),
+                Op::Optimize => {
+                    mapping::optimize(&mut ctx, &mut fm).unwrap();
+                    prop_assert!(!extent::needs_optimize(&mut ctx, &fm).unwrap());
+                }
                 Op::Map(l) => {
                     let m = mapping::map(&mut ctx, &mut fm, l).unwrap();
                     match model.get(&l) {
@@ -366,4 +378,41 @@ proptest! {
         prop_assert_eq!(ctx.allocs, ctx.frees);
         prop_assert_eq!(depth(fm.i_block), 0);
     }
+}
+
+#[test]
+fn mapping_extent_optimize_nospace_keeps_old_tree() {
+    let mut ctx = MemCtx::new(1024, 20_000);
+    ctx.skip = 1;
+    let mut ib = new_file();
+    let mut fm = FileMap::new(12, &mut ib, MapKind::Extents);
+    let mut model = Model::new();
+    for i in 0..2000 {
+        apply_alloc(&mut ctx, &mut fm, &mut model, 2 * i, 1, AllocMode::Write);
+    }
+    for i in (0..2000).step_by(5) {
+        apply_alloc(
+            &mut ctx,
+            &mut fm,
+            &mut model,
+            2 * i + 1,
+            1,
+            AllocMode::Write,
+        );
+    }
+    assert!(extent::needs_optimize(&mut ctx, &fm).unwrap());
+    let before = *fm.i_block;
+    for budget in [0, 1, 3, 10] {
+        ctx.fail_after = Some(budget);
+        assert!(matches!(
+            mapping::optimize(&mut ctx, &mut fm),
+            Err(Ext4Error::NoSpace(_))
+        ));
+        ctx.fail_after = None;
+        assert_eq!(*fm.i_block, before);
+        check_model(&mut ctx, &mut fm, &model);
+    }
+    assert!(mapping::optimize(&mut ctx, &mut fm).unwrap());
+    check_model(&mut ctx, &mut fm, &model);
+    assert!(!extent::needs_optimize(&mut ctx, &fm).unwrap());
 }
