@@ -152,7 +152,7 @@ fn stat_blocks(stat: &str) -> (Vec<(u64, u64)>, Vec<u64>) {
             continue;
         }
         let (l, p) = item.split_once("):").unwrap();
-        let l = l.trim_start_matches('(');
+        let l = l.trim_start_matches('(').trim_end_matches("[u]");
         let p = p.trim_start_matches("[uninit]");
         if l.starts_with(|c: char| c.is_ascii_alphabetic()) {
             meta.push(p.parse().unwrap());
@@ -326,6 +326,17 @@ fn mapping_image_fragmented_deep_extent_tree() {
         // A few of the small files too.
         check_file(&image, "/f1", dir.path());
         check_file(&image, "/f7", dir.path());
+        // Preallocated (uninitialized) extents in fragmented free space, past EOF.
+        run_ok(
+            Command::new("debugfs")
+                .arg("-w")
+                .arg("-R")
+                .arg("fallocate /f3 5 2500")
+                .arg(&image),
+        );
+        let (_, n) = check_file(&image, "/f3", dir.path());
+        let ex = debugfs(&image, "ex /f3");
+        assert!(ex.contains("Uninit") && n >= 2, "{ex}");
     }
 }
 
