@@ -15,7 +15,7 @@ mod slice;
 pub use blockdev::{AllocKind, AllocRange, BlockDev, check_range};
 pub use error::{DiskError, Result};
 pub use mem::MemDev;
-pub use overlay::Overlay;
+pub use overlay::{Change, Overlay};
 pub use partition::{Guid, Partition, PartitionTable, PartitionType, TableKind, discover};
 pub use raw::RawFile;
 pub use slice::Slice;

@@ -80,6 +80,25 @@ impl State {
     }
 }
 
+/// One change recorded by an [`Overlay`] (see [`Overlay::for_each_change`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change<'a> {
+    /// New bytes at `offset` (whole pages, or up to the end of the device).
+    Data {
+        /// Byte offset.
+        offset: u64,
+        /// The content.
+        data: &'a [u8],
+    },
+    /// `len` bytes at `offset` read as zeros.
+    Zero {
+        /// Byte offset.
+        offset: u64,
+        /// Length in bytes.
+        len: u64,
+    },
+}
+
 /// A copy-on-write [`BlockDev`] over `base`, which it only ever reads.
 #[derive(Debug)]
 pub struct Overlay<D> {
@@ -187,6 +206,44 @@ impl<D: BlockDev> Overlay<D> {
             let start = a * PAGE;
             let end = (b * PAGE).min(self.len);
             target.write_zeroes(start, end - start)?;
+        }
+        Ok(())
+    }
+
+    /// Visit every change in offset order within each kind (modified pages first, merged
+    /// into runs of consecutive pages, then zeroed ranges), e.g. to write a redo log. The
+    /// overlay is locked for reading during the walk.
+    pub fn for_each_change(&self, mut f: impl FnMut(Change<'_>) -> Result<()>) -> Result<()> {
+        let s = self.read_state();
+        let mut run: Vec<u8> = Vec::new();
+        let mut run_start = 0u64;
+        for (&p, data) in &s.pages {
+            let off = p * PAGE;
+            if !run.is_empty() && run_start + run.len() as u64 != off {
+                f(Change::Data {
+                    offset: run_start,
+                    data: &run,
+                })?;
+                run.clear();
+            }
+            if run.is_empty() {
+                run_start = off;
+            }
+            run.extend_from_slice(data);
+        }
+        if !run.is_empty() {
+            f(Change::Data {
+                offset: run_start,
+                data: &run,
+            })?;
+        }
+        for (&a, &b) in &s.zeros {
+            let start = a * PAGE;
+            let end = (b * PAGE).min(self.len);
+            f(Change::Zero {
+                offset: start,
+                len: end - start,
+            })?;
         }
         Ok(())
     }
@@ -579,6 +636,13 @@ mod tests {
                 pos += r.len;
             }
             prop_assert_eq!(pos, qa + ql);
+            // Replaying the changes gives the model too.
+            let replay = patterned(LEN as usize);
+            o.for_each_change(|c| match c {
+                Change::Data { offset, data } => replay.write_at(data, offset),
+                Change::Zero { offset, len } => replay.write_zeroes(offset, len),
+            }).unwrap();
+            prop_assert_eq!(replay.to_vec(), want.clone());
             // Commit into a copy of the base gives the model.
             let target = patterned(LEN as usize);
             o.commit_to(&target).unwrap();

@@ -554,7 +554,7 @@ fn random_mbr_layouts_match_sfdisk() {
         let mut sector = 2048u64;
         for _ in 0..primaries {
             let size = 2048 + rng(&mut seed) % 8192;
-            let boot = if rng(&mut seed) % 4 == 0 {
+            let boot = if rng(&mut seed) & 3 == 0 {
                 ", bootable"
             } else {
                 ""
