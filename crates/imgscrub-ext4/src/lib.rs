@@ -20,7 +20,10 @@ pub mod free;
 pub mod fs;
 pub mod group_desc;
 pub mod inode;
+pub mod le;
 pub mod superblock;
+pub use fs::{Ext4Fs, OpenOptions};
+pub use superblock::Superblock;
 
 // mapping
 pub mod blockmap;
