@@ -20,6 +20,9 @@ pub struct MemCtx {
     pub fail_after: Option<u64>,
     pub allocs: u64,
     pub frees: u64,
+    /// Robustness tests: reading a free block or freeing a free block is an `Err`, not a
+    /// test failure (random trees point anywhere).
+    pub lenient: bool,
 }
 
 impl MemCtx {
@@ -38,6 +41,7 @@ impl MemCtx {
             fail_after: None,
             allocs: 0,
             frees: 0,
+            lenient: false,
         }
     }
 
@@ -73,6 +77,11 @@ impl MapCtx for MemCtx {
             pblk < self.blocks_count() && pblk >= 1,
             "read of block {pblk}"
         );
+        if self.lenient && !self.used[pblk as usize] {
+            return Err(Ext4Error::InvalidArgument(
+                "test: read of a free block".into(),
+            ));
+        }
         assert!(self.used[pblk as usize], "read of free block {pblk}");
         buf.copy_from_slice(self.block(pblk));
         Ok(())
@@ -82,6 +91,11 @@ impl MapCtx for MemCtx {
             pblk < self.blocks_count() && pblk >= 1,
             "write of block {pblk}"
         );
+        if self.lenient && !self.used[pblk as usize] {
+            return Err(Ext4Error::InvalidArgument(
+                "test: write to a free block".into(),
+            ));
+        }
         assert!(self.used[pblk as usize], "write to free block {pblk}");
         self.block_mut(pblk).copy_from_slice(buf);
         Ok(())
@@ -117,6 +131,9 @@ impl MapCtx for MemCtx {
     }
     fn free_blocks(&mut self, start: u64, count: u64) -> Result<()> {
         for b in start..start + count {
+            if self.lenient && !self.used[b as usize] {
+                return Err(Ext4Error::InvalidArgument("test: double free".into()));
+            }
             assert!(self.used[b as usize], "double free of block {b}");
             self.used[b as usize] = false;
         }
