@@ -1050,6 +1050,34 @@ mod tests {
     }
 
     #[test]
+    fn dirs_indexed_without_dir_index_is_linear() {
+        let mut d = MemDir::new(12, 1024, None);
+        init(&mut d, 12, 2).unwrap();
+        for i in 0..300u32 {
+            add(&mut d, format!("e{i}").as_bytes(), 100 + i, 1).unwrap();
+        }
+        assert!(d.indexed);
+        d.dir_index = false;
+        assert_eq!(names(&mut d).len(), 300);
+        assert_eq!(lookup(&mut d, b"e77").unwrap(), Some((177, 1)));
+        add(&mut d, b"new", 999, 1).unwrap();
+        assert!(!d.indexed, "the INDEX flag is cleared on modification");
+        assert_eq!(remove(&mut d, b"e5").unwrap(), 105);
+        assert_eq!(names(&mut d).len(), 300);
+        // With metadata_csum this is refused (the root has no dirent tail).
+        let mut c = MemDir::new(12, 1024, Some(3));
+        init(&mut c, 12, 2).unwrap();
+        for i in 0..300u32 {
+            add(&mut c, format!("e{i}").as_bytes(), 100 + i, 1).unwrap();
+        }
+        c.dir_index = false;
+        assert!(matches!(
+            add(&mut c, b"x", 5, 1),
+            Err(Ext4Error::Unsupported(_))
+        ));
+    }
+
+    #[test]
     fn dirs_htree_grows_and_shrinks() {
         for (bs, seed) in [(1024, Some(99)), (4096, None), (1024, None)] {
             let mut d = MemDir::new(12, bs, seed);
