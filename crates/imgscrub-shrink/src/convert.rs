@@ -1,0 +1,396 @@
+//! The parallel converter: read a [`BlockDev`] once, in guest order, and write qcow2
+//! (compressed on every core) or sparse raw.
+//!
+//! The input is processed in batches of clusters. For each batch, `allocation()` and the
+//! caller's `skip` set (byte ranges known to be free) say which bytes need reading at all;
+//! clusters with nothing to read are zero without any I/O. The remaining clusters are read,
+//! tested for zero and compressed in parallel with rayon, and the batch is written in guest
+//! order while the next one is being compressed. At most two batches are alive, so memory
+//! stays bounded (about 2 × [`BATCH_BYTES`] plus one cluster per thread) whatever the
+//! image size, and the output depends only on the input and the options.
+
+use crate::compress::{ClusterCompressor, Compression, is_zero};
+use crate::error::{Result, ShrinkError};
+use crate::progress::Progress;
+use crate::qcow2_out::{ClusterData, Qcow2Params, Qcow2Stream};
+use crate::rangeset::RangeSet;
+use imgscrub_disk::{AllocKind, BlockDev};
+use rayon::prelude::*;
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// Bytes of guest data per batch (rounded to whole clusters, at least 4 clusters).
+pub const BATCH_BYTES: u64 = 32 << 20;
+/// Granularity of zero detection for raw output (what stays a hole).
+const RAW_ZERO_GRANULE: usize = 4096;
+
+/// The output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputFormat {
+    /// qcow2 v3 (compat 1.1).
+    #[default]
+    Qcow2,
+    /// A sparse raw file: zero runs stay holes.
+    Raw,
+}
+
+/// Options of [`convert`].
+#[derive(Debug, Clone, Copy)]
+pub struct ConvertOptions<'a> {
+    /// qcow2 or raw.
+    pub format: OutputFormat,
+    /// Compression of qcow2 clusters ([`Compression::None`] for raw).
+    pub compression: Compression,
+    /// Compression level; `None` = the codec's default (zlib 6, zstd 3, as qemu).
+    pub level: Option<i32>,
+    /// qcow2 cluster size (power of two, 512 B..2 MiB); also the unit of reading.
+    pub cluster_size: u32,
+    /// Byte ranges of the input known to be free: they read as zeros in the output and are
+    /// never read.
+    pub skip: Option<&'a RangeSet>,
+    /// fsync the output before returning.
+    pub sync: bool,
+}
+
+impl Default for ConvertOptions<'_> {
+    fn default() -> Self {
+        ConvertOptions {
+            format: OutputFormat::Qcow2,
+            compression: Compression::Zstd,
+            level: None,
+            cluster_size: 64 << 10,
+            skip: None,
+            sync: false,
+        }
+    }
+}
+
+/// What [`convert`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConvertReport {
+    /// Guest size in bytes.
+    pub virtual_size: u64,
+    /// Bytes read from the input.
+    pub bytes_read: u64,
+    /// Bytes never read: unallocated/zero in the input, or in `skip`.
+    pub bytes_skipped: u64,
+    /// Bytes written to the output file (data and metadata).
+    pub bytes_written: u64,
+    /// Size of the output file (its apparent length).
+    pub output_size: u64,
+    /// Guest clusters in all.
+    pub clusters: u64,
+    /// Clusters that read as zero (not stored).
+    pub clusters_zero: u64,
+    /// Clusters stored compressed.
+    pub clusters_compressed: u64,
+    /// Clusters stored uncompressed.
+    pub clusters_raw: u64,
+}
+
+enum Out {
+    Zero,
+    Raw(Vec<u8>),
+    Compressed(Vec<u8>),
+}
+
+struct Batch {
+    first: u64,
+    clusters: Vec<Result<Out>>,
+    read: u64,
+    skipped: u64,
+    bytes: u64,
+}
+
+/// Convert `input` to `out_path` (created or truncated).
+pub fn convert(
+    input: &dyn BlockDev,
+    out_path: &Path,
+    opts: &ConvertOptions<'_>,
+    progress: &dyn Progress,
+) -> Result<ConvertReport> {
+    let cs = u64::from(opts.cluster_size);
+    let compression = match opts.format {
+        OutputFormat::Raw if opts.compression != Compression::None => {
+            return Err(ShrinkError::InvalidOption(
+                "raw output cannot be compressed (use --compress none or qcow2)".into(),
+            ));
+        }
+        OutputFormat::Raw => Compression::None,
+        OutputFormat::Qcow2 => opts.compression,
+    };
+    let level = opts.level.unwrap_or(compression.default_level());
+    compression.check_level(level)?;
+    let len = input.len();
+    let virtual_size = match opts.format {
+        // qemu sizes images in 512-byte sectors.
+        OutputFormat::Qcow2 => len.next_multiple_of(512),
+        OutputFormat::Raw => len,
+    };
+    let mut sink = match opts.format {
+        OutputFormat::Qcow2 => Sink::Qcow2(Box::new(Qcow2Stream::create(
+            out_path,
+            Qcow2Params {
+                virtual_size,
+                cluster_size: opts.cluster_size,
+                compression,
+            },
+        )?)),
+        OutputFormat::Raw => {
+            Qcow2Params {
+                virtual_size: 0,
+                cluster_size: opts.cluster_size,
+                compression,
+            }
+            .validate()?;
+            Sink::Raw(RawSink::create(out_path, len, cs)?)
+        }
+    };
+    let clusters = len.div_ceil(cs);
+    let per_batch = (BATCH_BYTES / cs).max(4);
+    let mut report = ConvertReport {
+        virtual_size,
+        clusters,
+        ..ConvertReport::default()
+    };
+    progress.begin("convert", len);
+
+    let ctx = Ctx {
+        input,
+        cs,
+        len,
+        skip: opts.skip,
+        compression,
+        level,
+    };
+    let mut pending: Option<Batch> = None;
+    let mut next = 0u64;
+    loop {
+        let job = (next < clusters).then(|| {
+            let n = per_batch.min(clusters - next);
+            let r = (next, n);
+            next += n;
+            r
+        });
+        if job.is_none() && pending.is_none() {
+            break;
+        }
+        let prev = pending.take();
+        let (written, computed) = rayon::join(
+            || match prev {
+                Some(b) => sink.write_batch(b, &mut report).map(Some),
+                None => Ok(None),
+            },
+            || job.map(|(first, n)| ctx.batch(first, n)).transpose(),
+        );
+        if let Some(done) = written? {
+            progress.advance(done);
+        }
+        pending = computed?;
+    }
+    let summary = sink.finish(opts.sync)?;
+    report.output_size = summary.0;
+    report.bytes_written += summary.1;
+    progress.end();
+    Ok(report)
+}
+
+struct Ctx<'a> {
+    input: &'a dyn BlockDev,
+    cs: u64,
+    len: u64,
+    skip: Option<&'a RangeSet>,
+    compression: Compression,
+    level: i32,
+}
+
+impl Ctx<'_> {
+    /// Read, test and compress clusters `first..first+n`.
+    fn batch(&self, first: u64, n: u64) -> Result<Batch> {
+        let start = first * self.cs;
+        let end = ((first + n) * self.cs).min(self.len);
+        // What must be read: allocated data, minus what the caller knows is free.
+        let mut data = RangeSet::new();
+        for r in self.input.allocation(start, end - start)? {
+            if r.kind == AllocKind::Data {
+                data.insert(r.offset, r.len);
+            }
+        }
+        if let Some(skip) = self.skip {
+            let mut keep = RangeSet::new();
+            for (s, e) in data.ranges().to_vec() {
+                for (a, b) in skip.complement_within(s, e - s) {
+                    keep.insert(a, b - a);
+                }
+            }
+            data = keep;
+        }
+        let read = data.total();
+        let cs = self.cs;
+        let clusters: Vec<Result<Out>> = (first..first + n)
+            .into_par_iter()
+            .map_init(
+                || ClusterCompressor::new(self.compression, self.level),
+                |comp, c| {
+                    let off = c * cs;
+                    let clen = cs.min(self.len - off);
+                    let ranges = data.intersect(off, clen);
+                    if ranges.is_empty() {
+                        return Ok(Out::Zero);
+                    }
+                    let mut buf = vec![0u8; cs as usize];
+                    for (s, e) in ranges {
+                        let at = (s - off) as usize;
+                        let dst = buf.get_mut(at..at + (e - s) as usize).ok_or_else(|| {
+                            ShrinkError::InvalidOption("allocation range outside cluster".into())
+                        })?;
+                        self.input.read_at(dst, s)?;
+                    }
+                    if is_zero(&buf) {
+                        return Ok(Out::Zero);
+                    }
+                    let comp = comp.as_mut().map_err(|e| ShrinkError::Compress {
+                        codec: "init",
+                        detail: e.to_string(),
+                    })?;
+                    Ok(match comp.compress(&buf)? {
+                        Some(z) => Out::Compressed(z.to_vec()),
+                        None => Out::Raw(buf),
+                    })
+                },
+            )
+            .collect();
+        Ok(Batch {
+            first,
+            clusters,
+            read,
+            skipped: (end - start) - read,
+            bytes: end - start,
+        })
+    }
+}
+
+enum Sink {
+    Qcow2(Box<Qcow2Stream>),
+    Raw(RawSink),
+}
+
+impl Sink {
+    /// Write one batch in guest order; returns the guest bytes it covered.
+    fn write_batch(&mut self, b: Batch, report: &mut ConvertReport) -> Result<u64> {
+        report.bytes_read += b.read;
+        report.bytes_skipped += b.skipped;
+        for (i, out) in b.clusters.into_iter().enumerate() {
+            let index = b.first + i as u64;
+            let out = out?;
+            match &out {
+                Out::Zero => report.clusters_zero += 1,
+                Out::Raw(_) => report.clusters_raw += 1,
+                Out::Compressed(_) => report.clusters_compressed += 1,
+            }
+            match self {
+                Sink::Qcow2(q) => {
+                    let data = match &out {
+                        Out::Zero => ClusterData::Zero,
+                        Out::Raw(v) => ClusterData::Raw(v),
+                        Out::Compressed(v) => ClusterData::Compressed(v),
+                    };
+                    q.push(index, data)?;
+                }
+                Sink::Raw(r) => {
+                    if let Out::Raw(v) | Out::Compressed(v) = &out {
+                        report.bytes_written += r.write_cluster(index, v)?;
+                    }
+                }
+            }
+        }
+        Ok(b.bytes)
+    }
+
+    /// Returns the output file size and, for qcow2, the bytes of the whole file.
+    fn finish(self, sync: bool) -> Result<(u64, u64)> {
+        match self {
+            Sink::Qcow2(q) => {
+                let s = q.finish(sync)?;
+                Ok((s.file_size, s.file_size))
+            }
+            Sink::Raw(r) => r.finish(sync),
+        }
+    }
+}
+
+struct RawSink {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+    cs: u64,
+    len: u64,
+}
+
+impl RawSink {
+    fn create(path: &Path, len: u64, cs: u64) -> Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|e| ShrinkError::io(format!("create {}", path.display()), e))?;
+        file.set_len(len)
+            .map_err(|e| ShrinkError::io(format!("resize {}", path.display()), e))?;
+        Ok(RawSink {
+            file,
+            path: path.to_path_buf(),
+            cs,
+            len,
+        })
+    }
+
+    /// Write the non-zero 4 KiB runs of one cluster; returns bytes written.
+    fn write_cluster(&self, index: u64, buf: &[u8]) -> Result<u64> {
+        let off = index * self.cs;
+        let valid = (self.len.saturating_sub(off)).min(buf.len() as u64) as usize;
+        let buf = buf.get(..valid).unwrap_or_default();
+        let mut written = 0u64;
+        let mut run: Option<usize> = None;
+        let granules: Vec<&[u8]> = buf.chunks(RAW_ZERO_GRANULE).collect();
+        for (g, chunk) in granules.iter().enumerate() {
+            let pos = g * RAW_ZERO_GRANULE;
+            match (is_zero(chunk), run) {
+                (false, None) => run = Some(pos),
+                (true, Some(s)) => {
+                    written += self.put(buf.get(s..pos).unwrap_or_default(), off + s as u64)?;
+                    run = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(s) = run {
+            written += self.put(buf.get(s..).unwrap_or_default(), off + s as u64)?;
+        }
+        Ok(written)
+    }
+
+    fn put(&self, data: &[u8], at: u64) -> Result<u64> {
+        self.file.write_all_at(data, at).map_err(|e| {
+            ShrinkError::io(
+                format!(
+                    "write {} bytes at {at:#x} of {}",
+                    data.len(),
+                    self.path.display()
+                ),
+                e,
+            )
+        })?;
+        Ok(data.len() as u64)
+    }
+
+    fn finish(self, sync: bool) -> Result<(u64, u64)> {
+        if sync {
+            self.file
+                .sync_all()
+                .map_err(|e| ShrinkError::io(format!("fsync {}", self.path.display()), e))?;
+        }
+        Ok((self.len, 0))
+    }
+}
