@@ -37,8 +37,8 @@ impl Default for CreateOptions {
 }
 
 impl Qcow2 {
-    /// Create (or truncate) `path` as an empty qcow2 v3 image of `virtual_size` bytes and
-    /// open it read-write.
+    /// Create (or truncate) `path` as an empty qcow2 v3 image of `virtual_size` bytes
+    /// (rounded up to a multiple of 512, as `qemu-img create` does) and open it read-write.
     pub fn create(
         path: impl AsRef<Path>,
         virtual_size: u64,
@@ -80,6 +80,7 @@ impl Qcow2 {
                 "virtual size {virtual_size} is too large"
             )));
         }
+        let virtual_size = virtual_size.div_ceil(512) * 512;
         let cs = 1u64 << bits;
         let esz = if options.extended_l2 { 16 } else { 8 };
         let l1_size = virtual_size.div_ceil(cs * (cs / esz));

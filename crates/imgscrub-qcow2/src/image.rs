@@ -380,17 +380,23 @@ impl Qcow2 {
         }
     }
 
+    /// Read data at `host`. A cluster that starts inside the file but ends past it (QEMU
+    /// leaves the last cluster short, e.g. with subclusters) reads as zeros past the end, as
+    /// QEMU does; data that starts past the end is corruption.
     fn read_data(&self, out: &mut [u8], host: u64) -> Result<()> {
-        let len = out.len() as u64;
         let file_len = self.storage.len()?;
-        match host.checked_add(len) {
-            Some(e) if e <= file_len => self.storage.read_at(out, host),
-            _ => Err(Qcow2Error::corrupt(
+        if host >= file_len && !out.is_empty() {
+            return Err(Qcow2Error::corrupt(
                 "data cluster",
                 host,
-                format!("data reaches past the end of the file ({file_len} bytes)"),
-            )),
+                format!("data lies past the end of the file ({file_len} bytes)"),
+            ));
         }
+        let avail = (file_len - host).min(out.len() as u64) as usize;
+        let (head, tail) = out.split_at_mut(avail);
+        self.storage.read_at(head, host)?;
+        tail.fill(0);
+        Ok(())
     }
 
     fn read_backing(&self, out: &mut [u8], goff: u64) -> Result<()> {

@@ -76,12 +76,43 @@ impl Qcow2 {
         Ok(())
     }
 
+    /// Refuse to write guest data over a host cluster that cannot be a data cluster: the
+    /// header, the L1 or refcount table, or beyond the end of the file (a damaged L2 entry
+    /// must never make us overwrite metadata or grow the file).
+    fn check_data_host(&self, m: &Meta, host: u64) -> Result<()> {
+        let cs = self.cluster_size;
+        let end = host.saturating_add(cs);
+        let overlaps = |start: u64, len: u64| host < start.saturating_add(len) && start < end;
+        let l1_len = u64::from(self.hdr.l1_size) * 8;
+        let rt_len = m.reftable.len() as u64 * 8;
+        let why = if host < cs {
+            Some("overlaps the header")
+        } else if end > m.end {
+            Some("lies past the end of the file")
+        } else if overlaps(self.hdr.l1_table_offset, l1_len) {
+            Some("overlaps the L1 table")
+        } else if overlaps(m.reftable_offset, rt_len) {
+            Some("overlaps the refcount table")
+        } else {
+            None
+        };
+        match why {
+            Some(w) => Err(Qcow2Error::corrupt(
+                "L2 entry",
+                host,
+                format!("data cluster {host:#x} {w}; refusing to write"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Write `data` at byte `in_cl` of guest cluster `gc`.
     fn write_cluster(&self, m: &mut Meta, gc: u64, in_cl: usize, data: &[u8]) -> Result<()> {
         let cs = self.cluster_size as usize;
         let (map, _) = self.map_run(m, gc, 1)?;
         if let Mapping::Data { host, copied } = map {
             // Allocated with refcount 1 (no snapshots: we refuse to write those): in place.
+            self.check_data_host(m, host)?;
             self.storage.write_at(data, host + in_cl as u64)?;
             if !copied {
                 self.set_l2(m, gc, host | COPIED, l2::SUB_ALL_ALLOC)?;
@@ -89,10 +120,25 @@ impl Qcow2 {
             return Ok(());
         }
         let full = in_cl == 0 && data.len() == cs;
+        // Merge with the old contents first (backing file, zeros, compressed data): a read
+        // error then leaves the image untouched.
+        let merged = if full {
+            None
+        } else {
+            let mut cl = vec![0u8; cs];
+            self.fill(map, gc << self.cluster_bits, &mut cl)?;
+            cl.get_mut(in_cl..in_cl + data.len())
+                .ok_or_else(|| Qcow2Error::corrupt("data cluster", gc, "bad range"))?
+                .copy_from_slice(data);
+            Some(cl)
+        };
         // Reuse the host cluster of a partly allocated extended-L2 cluster; anything else
         // (unallocated, zero, compressed) gets a fresh cluster.
         let reuse = match map {
-            Mapping::Sub { host, .. } if host != 0 => Some(host),
+            Mapping::Sub { host, .. } if host != 0 => {
+                self.check_data_host(m, host)?;
+                Some(host)
+            }
             _ => None,
         };
         let host = match reuse {
@@ -100,16 +146,8 @@ impl Qcow2 {
             None => self.alloc_cluster(m)?, // step 1: refcount
         };
         // Step 2: data.
-        if full {
-            self.storage.write_at(data, host)?;
-        } else {
-            let mut cl = vec![0u8; cs];
-            self.fill(map, gc << self.cluster_bits, &mut cl)?;
-            cl.get_mut(in_cl..in_cl + data.len())
-                .ok_or_else(|| Qcow2Error::corrupt("data cluster", host, "bad range"))?
-                .copy_from_slice(data);
-            self.storage.write_at(&cl, host)?;
-        }
+        self.storage
+            .write_at(merged.as_deref().unwrap_or(data), host)?;
         // Step 3 (and 4 when the L2 table is new): map it.
         self.set_l2(m, gc, host | COPIED, l2::SUB_ALL_ALLOC)?;
         // Then free what the entry referenced before.

@@ -206,7 +206,7 @@ fn parallel_reads() {
                     let len = (1 + rng.below(100_000) as usize).min(SIZE - off);
                     let mut b = vec![0u8; len];
                     q.read_at(&mut b, off as u64).unwrap();
-                    assert_eq!(&b[..], &data[off..off + len]);
+                    assert!(b[..] == data[off..off + len], "parallel read at {off:#x}");
                 }
             });
         }
