@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! `imgscrub inspect` as a user runs it: the built binary on images made with sgdisk.
 
-use imgscrub_testkit::{require_tools, run_ok};
+use imgscrub_testkit::{require_tools, run_ok, tool};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -19,7 +19,7 @@ fn gpt_image(dir: &Path) -> PathBuf {
         .set_len(32 << 20)
         .unwrap();
     run_ok(
-        Command::new("sgdisk")
+        tool("sgdisk")
             .args(["-n", "1:2048:+2M", "-t", "1:ef00", "-c", "1:ESP"])
             .args(["-n", "2:0:0", "-t", "2:8300", "-c", "2:root"])
             .arg(&img),
@@ -29,7 +29,7 @@ fn gpt_image(dir: &Path) -> PathBuf {
         .unwrap()
         .set_len(2 << 20)
         .unwrap();
-    run_ok(Command::new("mkfs.vfat").args(["-n", "ESP"]).arg(&esp));
+    run_ok(tool("mkfs.vfat").args(["-n", "ESP"]).arg(&esp));
     run_ok(
         Command::new("dd")
             .arg(format!("if={}", esp.display()))
@@ -55,7 +55,7 @@ fn inspect_json_lists_the_partitions() {
     assert_eq!(parts.len(), 2);
     // Same as sfdisk.
     let s: serde_json::Value =
-        serde_json::from_str(&run_ok(Command::new("sfdisk").arg("--json").arg(&img))).unwrap();
+        serde_json::from_str(&run_ok(tool("sfdisk").arg("--json").arg(&img))).unwrap();
     for (ours, theirs) in parts
         .iter()
         .zip(s["partitiontable"]["partitions"].as_array().unwrap())

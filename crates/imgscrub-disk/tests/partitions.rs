@@ -5,9 +5,8 @@
 
 use imgscrub_disk::partition::{Partition, PartitionType, TableKind, discover};
 use imgscrub_disk::{BlockDev, MemDev, RawFile};
-use imgscrub_testkit::{require_tools, run_ok};
+use imgscrub_testkit::{require_tools, run_ok, tool};
 use std::path::Path;
-use std::process::Command;
 
 fn mkfile(dir: &Path, name: &str, size: u64) -> std::path::PathBuf {
     let p = dir.join(name);
@@ -16,7 +15,7 @@ fn mkfile(dir: &Path, name: &str, size: u64) -> std::path::PathBuf {
 }
 
 fn sfdisk_json(img: &Path) -> serde_json::Value {
-    let out = run_ok(Command::new("sfdisk").arg("--json").arg(img));
+    let out = run_ok(tool("sfdisk").arg("--json").arg(img));
     serde_json::from_str(&out).unwrap()
 }
 
@@ -36,7 +35,7 @@ fn node_index(node: &str) -> u32 {
 fn make_gpt(dir: &Path) -> std::path::PathBuf {
     let img = mkfile(dir, "gpt.img", 64 << 20);
     run_ok(
-        Command::new("sgdisk")
+        tool("sgdisk")
             .args(["-n", "1:2048:+1M", "-t", "1:ef00", "-c", "1:EFI system"])
             .args(["-n", "2:0:+20M", "-t", "2:8300", "-c", "2:root ✓"])
             .args(["-n", "4:0:+8M", "-t", "4:8200", "-c", "4:swap"])
@@ -120,7 +119,7 @@ fn gpt_matches_sfdisk_and_sgdisk() {
     assert_eq!(t.partitions[0].ptype.name(), Some("EFI System"));
 
     // sgdisk -p: "   1            2048            4095   1024.0 KiB  EF00  EFI system"
-    let p = run_ok(Command::new("sgdisk").arg("-p").arg(&img));
+    let p = run_ok(tool("sgdisk").arg("-p").arg(&img));
     let rows: Vec<Vec<&str>> = p
         .lines()
         .skip_while(|l| !l.starts_with("Number"))
@@ -143,7 +142,7 @@ fn gpt_with_4096_byte_sectors() {
     require_tools!("fdisk");
     let dir = tempfile::tempdir().unwrap();
     let img = mkfile(dir.path(), "4k.img", 64 << 20);
-    let mut child = Command::new("fdisk")
+    let mut child = tool("fdisk")
         .args(["-b", "4096"])
         .arg(&img)
         .stdin(std::process::Stdio::piped())
@@ -169,7 +168,7 @@ fn gpt_with_4096_byte_sectors() {
     ));
     // fdisk -l: "/path/4k.img1   256  2303  2048   8M Linux filesystem"
     let l = run_ok(
-        Command::new("fdisk")
+        tool("fdisk")
             .args(["-b", "4096", "-l", "-o", "Device,Start,Sectors"])
             .arg(&img),
     );
@@ -216,7 +215,7 @@ start=47104, size=8192, type=c
 
 fn make_mbr(dir: &Path) -> std::path::PathBuf {
     let img = mkfile(dir, "mbr.img", 32 << 20);
-    let mut child = Command::new("sfdisk")
+    let mut child = tool("sfdisk")
         .arg(&img)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
@@ -295,7 +294,7 @@ fn corrupt_primary_gpt_uses_backup() {
 fn small_gpt(dir: &Path) -> Vec<u8> {
     let img = mkfile(dir, "small.img", 4 << 20);
     run_ok(
-        Command::new("sgdisk")
+        tool("sgdisk")
             .args(["-n", "1:34:+1M", "-n", "2:0:+1M", "-n", "3:0:0"])
             .arg(&img),
     );
@@ -417,9 +416,9 @@ fn whole_disk_filesystems_have_no_table() {
     require_tools!("mkfs.ext4", "mkfs.vfat");
     let dir = tempfile::tempdir().unwrap();
     let ext4 = mkfile(dir.path(), "ext4.img", 8 << 20);
-    run_ok(Command::new("mkfs.ext4").arg("-q").arg(&ext4));
+    run_ok(tool("mkfs.ext4").arg("-q").arg(&ext4));
     let vfat = mkfile(dir.path(), "vfat.img", 8 << 20);
-    run_ok(Command::new("mkfs.vfat").arg(&vfat));
+    run_ok(tool("mkfs.vfat").arg(&vfat));
     for img in [ext4, vfat] {
         let dev = RawFile::open(&img).unwrap();
         let t = discover(&dev).unwrap();
@@ -439,7 +438,7 @@ fn hybrid_mbr_and_gpt_without_protective_mbr() {
     let data = std::fs::read(&img).unwrap();
 
     // Hybrid: sgdisk -h puts partition 1 into the MBR beside the 0xEE entry.
-    run_ok(Command::new("sgdisk").args(["-h", "1"]).arg(&img));
+    run_ok(tool("sgdisk").args(["-h", "1"]).arg(&img));
     let t = discover(&RawFile::open(&img).unwrap()).unwrap();
     assert_eq!(t.partitions, good.partitions);
     assert!(
@@ -505,7 +504,7 @@ fn random_gpt_layouts_match_sfdisk() {
     let types = ["8300", "ef00", "8200", "8e00", "0700", "fd00", "ef02"];
     for round in 0..8 {
         let img = mkfile(dir.path(), &format!("r{round}.img"), 64 << 20);
-        let mut cmd = Command::new("sgdisk");
+        let mut cmd = tool("sgdisk");
         cmd.args(["-a", "1"]); // no 1 MiB alignment: starts exactly as asked
         let n = 1 + rng(&mut seed) % 8;
         let mut slots: Vec<u64> = Vec::new();
@@ -573,7 +572,7 @@ fn random_mbr_layouts_match_sfdisk() {
                 l += size + 2048;
             }
         }
-        let mut child = Command::new("sfdisk")
+        let mut child = tool("sfdisk")
             .arg(&img)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())

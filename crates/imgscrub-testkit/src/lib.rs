@@ -128,3 +128,9 @@ pub fn make_ext4(variant: &str, src: &Path, out: &Path, size_mb: u32) -> bool {
     );
     true
 }
+
+/// A [`Command`] for `tool`, found on PATH or in the sbin directories (so tests also work for
+/// users whose PATH lacks /sbin); the bare name when it is not found.
+pub fn tool(tool: &str) -> Command {
+    Command::new(find_tool(tool).unwrap_or_else(|| PathBuf::from(tool)))
+}

@@ -4,7 +4,7 @@
 
 use imgscrub::fs::probe::{FsType, probe};
 use imgscrub::{Format, Image, OpenOptions};
-use imgscrub_testkit::{require_tools, run_ok};
+use imgscrub_testkit::{require_tools, run_ok, tool};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,7 +17,7 @@ fn mkfile(dir: &Path, name: &str, size: u64) -> PathBuf {
 }
 
 fn blkid(img: &Path) -> BTreeMap<String, String> {
-    run_ok(Command::new("blkid").args(["-p", "-o", "export"]).arg(img))
+    run_ok(tool("blkid").args(["-p", "-o", "export"]).arg(img))
         .lines()
         .filter_map(|l| l.split_once('='))
         // `-o export` escapes spaces and other shell characters with a backslash.
@@ -49,7 +49,7 @@ fn ext_variants_match_blkid_and_dumpe2fs() {
     for (i, (mkfs, args)) in variants.iter().enumerate() {
         let img = mkfile(dir.path(), &format!("fs{i}.img"), 16 << 20);
         run_ok(
-            Command::new(mkfs)
+            tool(mkfs)
                 .args(["-q", "-F", "-L", &format!("lbl{i}")])
                 .args(*args)
                 .arg(&img),
@@ -77,7 +77,7 @@ fn ext_variants_match_blkid_and_dumpe2fs() {
             assert_eq!(p.block_size.unwrap().to_string(), *bs, "{what}");
         }
         // dumpe2fs: "Filesystem features:      has_journal ext_attr ..."
-        let d = run_ok(Command::new("dumpe2fs").arg("-h").arg(&img));
+        let d = run_ok(tool("dumpe2fs").arg("-h").arg(&img));
         let want: BTreeSet<&str> = d
             .lines()
             .find_map(|l| l.strip_prefix("Filesystem features:"))
@@ -115,7 +115,7 @@ fn fat_variants_match_blkid() {
         ("32", 40 << 20, None),
     ] {
         let img = mkfile(dir.path(), &format!("fat{bits}.img"), size);
-        let mut cmd = Command::new("mkfs.vfat");
+        let mut cmd = tool("mkfs.vfat");
         cmd.args(["-F", bits, "-i", "1234ABCD"]);
         if let Some(l) = label {
             cmd.args(["-n", l]);
@@ -143,7 +143,7 @@ fn swap_matches_blkid() {
     let dir = tempfile::tempdir().unwrap();
     let img = mkfile(dir.path(), "swap.img", 8 << 20);
     run_ok(
-        Command::new("mkswap")
+        tool("mkswap")
             .args(["-L", "swappy", "-U", "11111111-2222-3333-4444-555555555555"])
             .arg(&img),
     );
@@ -161,7 +161,7 @@ fn swap_matches_blkid() {
 fn gpt_with_filesystems(dir: &Path) -> PathBuf {
     let disk = mkfile(dir, "disk.img", 48 << 20);
     run_ok(
-        Command::new("sgdisk")
+        tool("sgdisk")
             .args(["-n", "1:2048:+4M", "-t", "1:ef00", "-c", "1:ESP"])
             .args(["-n", "2:0:+24M", "-t", "2:8300", "-c", "2:root"])
             .args(["-n", "3:0:0", "-t", "3:8200", "-c", "3:swap"])
@@ -172,14 +172,10 @@ fn gpt_with_filesystems(dir: &Path) -> PathBuf {
         ("root.img", 24 << 20, 2048 + 8192),
     ];
     let esp = mkfile(dir, parts[0].0, parts[0].1);
-    run_ok(Command::new("mkfs.vfat").args(["-n", "ESP"]).arg(&esp));
+    run_ok(tool("mkfs.vfat").args(["-n", "ESP"]).arg(&esp));
     let root = mkfile(dir, parts[1].0, parts[1].1);
-    run_ok(
-        Command::new("mkfs.ext4")
-            .args(["-q", "-L", "root"])
-            .arg(&root),
-    );
-    let end: u64 = run_ok(Command::new("sgdisk").args(["-i", "3"]).arg(&disk))
+    run_ok(tool("mkfs.ext4").args(["-q", "-L", "root"]).arg(&root));
+    let end: u64 = run_ok(tool("sgdisk").args(["-i", "3"]).arg(&disk))
         .lines()
         .find_map(|l| l.strip_prefix("Last sector: "))
         .unwrap()
@@ -190,7 +186,7 @@ fn gpt_with_filesystems(dir: &Path) -> PathBuf {
         .unwrap();
     let swap_start = 2048 + 8192 + 49152;
     let swap = mkfile(dir, "swap.img", (end + 1 - swap_start) * 512);
-    run_ok(Command::new("mkswap").args(["-L", "sw"]).arg(&swap));
+    run_ok(tool("mkswap").args(["-L", "sw"]).arg(&swap));
     for (img, start) in [(esp, 2048), (root, 2048 + 8192), (swap, swap_start)] {
         run_ok(
             Command::new("dd")
@@ -236,7 +232,7 @@ fn inspect_gpt_image_finds_each_filesystem() {
     // blkid on each partition (by offset) agrees on TYPE and UUID.
     for p in &r.partitions {
         let out = run_ok(
-            Command::new("blkid")
+            tool("blkid")
                 .args(["-p", "-o", "export", "-O", &p.start.to_string()])
                 .args(["-S", &p.size.to_string()])
                 .arg(&disk),
@@ -257,11 +253,7 @@ fn inspect_whole_disk_filesystem_and_mbr() {
     require_tools!("mkfs.ext4", "sfdisk");
     let dir = tempfile::tempdir().unwrap();
     let img = mkfile(dir.path(), "whole.img", 8 << 20);
-    run_ok(
-        Command::new("mkfs.ext4")
-            .args(["-q", "-L", "whole"])
-            .arg(&img),
-    );
+    run_ok(tool("mkfs.ext4").args(["-q", "-L", "whole"]).arg(&img));
     let r = Image::open(&img, OpenOptions::default())
         .unwrap()
         .inspect()
@@ -277,7 +269,7 @@ fn inspect_whole_disk_filesystem_and_mbr() {
 
     // MBR with an extended partition: the container is not probed.
     let mbr = mkfile(dir.path(), "mbr.img", 16 << 20);
-    let mut child = Command::new("sfdisk")
+    let mut child = tool("sfdisk")
         .arg(&mbr)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
@@ -354,7 +346,7 @@ fn qcow2_sample_inspects_like_its_raw_conversion() {
     let sample = imgscrub_testkit::fixture("sample.qcow2");
     let raw = dir.path().join("sample.img");
     run_ok(
-        Command::new("qemu-img")
+        tool("qemu-img")
             .args(["convert", "-f", "qcow2", "-O", "raw"])
             .arg(&sample)
             .arg(&raw),
@@ -387,13 +379,13 @@ fn backing_chain_is_listed_and_read_through() {
     let mid = dir.path().join("mid.qcow2");
     let top = dir.path().join("top.qcow2");
     run_ok(
-        Command::new("qemu-img")
+        tool("qemu-img")
             .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
             .arg("disk.img")
             .arg(&mid),
     );
     run_ok(
-        Command::new("qemu-img")
+        tool("qemu-img")
             .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
             .arg(&mid)
             .arg(&top),
@@ -471,7 +463,7 @@ fn make_sample_script_rebuilds_the_committed_sample() {
     // The root filesystem has the files the README demo scrubs.
     let raw = dir.path().join("sample.img");
     run_ok(
-        Command::new("qemu-img")
+        tool("qemu-img")
             .args(["convert", "-O", "raw"])
             .arg(&out)
             .arg(&raw),
