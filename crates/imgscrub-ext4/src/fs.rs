@@ -762,7 +762,7 @@ impl<D: BlockDev> Ext4Fs<D> {
     /// Read an inode that must be in use (links > 0 and a valid type).
     fn read_live_inode(&self, ino: u32) -> Result<(Inode, FileType)> {
         let inode = self.read_inode(ino)?;
-        if inode.links_count() == 0 && inode.mode() == 0 {
+        if inode.links_count() == 0 {
             return Err(Ext4Error::NotFound(format!("inode {ino} is not in use")));
         }
         let ft = inode.file_type().ok_or_else(|| {
