@@ -281,7 +281,7 @@ fn same_maps(variant: &str, what: &str, a: &BTreeMap<Vec<u8>, u32>, b: &BTreeMap
 
 fn check_image(variant: &str, tweak: &[&str], expect_version: u8) {
     let tmp = tempfile::tempdir().unwrap();
-    let n = 1200;
+    let n = 800;
     let Some(image) = build(variant, tmp.path(), n, tweak) else {
         return;
     };
