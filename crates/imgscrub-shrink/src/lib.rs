@@ -13,6 +13,7 @@ mod error;
 pub mod progress;
 pub mod qcow2_out;
 mod rangeset;
+pub mod sparsify;
 
 pub use compress::Compression;
 pub use convert::{ConvertOptions, ConvertReport, OutputFormat, convert};
@@ -20,3 +21,7 @@ pub use error::{Result, ShrinkError};
 pub use progress::{NoProgress, Progress};
 pub use qcow2_out::{ClusterData, Qcow2Params, Qcow2Stream, Qcow2Summary};
 pub use rangeset::RangeSet;
+pub use sparsify::{
+    Action, AreaReport, ExtFreeRanges, SparsifyOptions, SparsifyReport, free_ranges_of_disk,
+    free_ranges_of_disk_with, sparsify,
+};
