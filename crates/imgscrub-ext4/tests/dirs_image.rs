@@ -390,3 +390,70 @@ fn dirs_image_hash_variants() {
         check_image("nocsum", &t, expect);
     }
 }
+
+/// `debugfs dx_hash` for every hash version (0..=5, unsigned included), the default
+/// (all-zero) seed and a custom one, names of 1..200 bytes (several hash chunks) with bytes
+/// ≥ 0x80.
+#[test]
+fn dirs_image_dx_hash_command() {
+    tk::require_tools!("mke2fs", "debugfs");
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let image = tmp.path().join("img");
+    if !tk::make_ext4("default", &src, &image, 8) {
+        return;
+    }
+    let seeds: [(&str, [u32; 4]); 2] = [
+        ("00000000-0000-0000-0000-000000000000", [0; 4]),
+        (
+            "0a1b2c3d-4e5f-4061-8293-a4b5c6d7e8f9",
+            [0x3d2c_1b0a, 0x6140_5f4e, 0xb5a4_9382, 0xf9e8_d7c6],
+        ),
+    ];
+    let mut names: Vec<Vec<u8>> = Vec::new();
+    for len in [1usize, 3, 4, 5, 15, 16, 17, 31, 32, 33, 64, 65, 100, 200] {
+        let mut n: Vec<u8> = (0..len).map(|i| b"aZ9_.-\xe9\xff\x80q"[i % 10]).collect();
+        n[0] = b'n';
+        names.push(n);
+    }
+    let mut cmds = Vec::new();
+    let mut expect = Vec::new();
+    for (s, seed) in &seeds {
+        for v in 0u8..=5 {
+            for n in &names {
+                cmds.extend_from_slice(format!("dx_hash -h {v} -s {s} ").as_bytes());
+                cmds.extend_from_slice(n);
+                cmds.push(b'\n');
+                expect.push(htree::dx_hash(n, v, seed).unwrap());
+            }
+        }
+    }
+    let cmdfile = tmp.path().join("cmds");
+    std::fs::write(&cmdfile, &cmds).unwrap();
+    let o = tk::run(
+        Command::new(tk::find_tool("debugfs").unwrap())
+            .arg("-f")
+            .arg(&cmdfile)
+            .arg(&image),
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    let got: Vec<(u32, u32)> = out
+        .lines()
+        .filter(|l| l.starts_with("Hash of "))
+        .map(|l| {
+            let h = l.split(" is 0x").nth(1).unwrap();
+            let major = u32::from_str_radix(h.split(' ').next().unwrap(), 16).unwrap();
+            let minor = u32::from_str_radix(
+                h.split("minor 0x").nth(1).unwrap().trim_end_matches(')'),
+                16,
+            )
+            .unwrap();
+            (major, minor)
+        })
+        .collect();
+    assert_eq!(got.len(), expect.len(), "{out}");
+    for (i, (g, e)) in got.iter().zip(&expect).enumerate() {
+        assert_eq!(g, e, "request {i}");
+    }
+}
