@@ -13,7 +13,8 @@
 //! blocks, level k ≥ 1 entries to an indirect block holding `p` entries of level k−1. The three
 //! indirect `i_block` slots are single entries of levels 1, 2 and 3.
 
-use crate::mapping::{self, AllocMode, Extent, FileMap, MapCtx, Mapping, NewRun, le32, put32};
+use crate::le::{put_u32, u32_at};
+use crate::mapping::{self, AllocMode, Extent, FileMap, MapCtx, Mapping, NewRun};
 use crate::{Ext4Error, Result};
 
 const NDIR: usize = 12;
@@ -37,7 +38,7 @@ fn span(p: u64, level: u32) -> u64 {
 fn ib_words(ib: &[u8; 60]) -> [u32; 15] {
     let mut w = [0u32; 15];
     for (i, x) in w.iter_mut().enumerate() {
-        *x = le32(ib, i * 4);
+        *x = u32_at(ib, i * 4);
     }
     w
 }
@@ -45,7 +46,7 @@ fn ib_words(ib: &[u8; 60]) -> [u32; 15] {
 fn put_ib_words(fm: &mut FileMap<'_>, w: &[u32; 15]) {
     let mut ib = [0u8; 60];
     for (i, x) in w.iter().enumerate() {
-        put32(&mut ib, i * 4, *x);
+        put_u32(&mut ib, i * 4, *x);
     }
     if ib != *fm.i_block {
         *fm.i_block = ib;
@@ -62,7 +63,7 @@ fn block_words(buf: &[u8]) -> Vec<u32> {
 fn words_block(w: &[u32], bs: usize) -> Vec<u8> {
     let mut out = vec![0u8; bs];
     for (i, x) in w.iter().enumerate() {
-        put32(&mut out, i * 4, *x);
+        put_u32(&mut out, i * 4, *x);
     }
     out
 }

@@ -27,9 +27,8 @@
 use std::collections::HashSet;
 
 use crate::csum::crc32c_raw;
-use crate::mapping::{
-    self, AllocMode, Extent, FileMap, MapCtx, Mapping, NewRun, le16, le32, put16, put32,
-};
+use crate::le::{put_u16, put_u32, u16_at, u32_at};
+use crate::mapping::{self, AllocMode, Extent, FileMap, MapCtx, Mapping, NewRun};
 use crate::{Ext4Error, Result};
 
 /// Exclusive upper bound of extent logical block numbers (`ee_block` is 32-bit).
@@ -51,10 +50,10 @@ const ENTRY: usize = 12;
 /// Write an empty depth-0 root header into `i_block`.
 pub fn init_root(i_block: &mut [u8; 60]) {
     i_block.fill(0);
-    put16(i_block, 0, MAGIC);
-    put16(i_block, 2, 0);
-    put16(i_block, 4, ROOT_MAX);
-    put16(i_block, 6, 0);
+    put_u16(i_block, 0, MAGIC);
+    put_u16(i_block, 2, 0);
+    put_u16(i_block, 4, ROOT_MAX);
+    put_u16(i_block, 6, 0);
 }
 
 /// Capacity of a non-root node for `block_size`.
@@ -127,32 +126,32 @@ impl Node {
     /// Serialise into `buf` (60 bytes for the root, a block otherwise); `buf` is zeroed first.
     fn serialize(&self, buf: &mut [u8]) {
         buf.fill(0);
-        put16(buf, 0, MAGIC);
-        put16(buf, 2, u16::try_from(self.len()).unwrap_or(u16::MAX));
-        put16(buf, 4, self.max);
-        put16(buf, 6, self.depth);
-        put32(buf, 8, self.generation);
+        put_u16(buf, 0, MAGIC);
+        put_u16(buf, 2, u16::try_from(self.len()).unwrap_or(u16::MAX));
+        put_u16(buf, 4, self.max);
+        put_u16(buf, 6, self.depth);
+        put_u32(buf, 8, self.generation);
         match &self.entries {
             Entries::Leaf(v) => {
                 for (i, e) in v.iter().enumerate() {
                     let o = HDR + i * ENTRY;
-                    put32(buf, o, e.lblk as u32);
+                    put_u32(buf, o, e.lblk as u32);
                     let raw = if e.uninit {
                         e.len + MAX_INIT_LEN
                     } else {
                         e.len
                     };
-                    put16(buf, o + 4, raw as u16);
-                    put16(buf, o + 6, (e.pblk >> 32) as u16);
-                    put32(buf, o + 8, e.pblk as u32);
+                    put_u16(buf, o + 4, raw as u16);
+                    put_u16(buf, o + 6, (e.pblk >> 32) as u16);
+                    put_u32(buf, o + 8, e.pblk as u32);
                 }
             }
             Entries::Index(v) => {
                 for (i, e) in v.iter().enumerate() {
                     let o = HDR + i * ENTRY;
-                    put32(buf, o, e.lblk as u32);
-                    put32(buf, o + 4, e.child as u32);
-                    put16(buf, o + 8, (e.child >> 32) as u16);
+                    put_u32(buf, o, e.lblk as u32);
+                    put_u32(buf, o + 4, e.child as u32);
+                    put_u16(buf, o + 8, (e.child >> 32) as u16);
                 }
             }
         }
@@ -193,14 +192,14 @@ fn parse_node(
         None => ROOT_MAX,
         Some(_) => block_capacity(ctx.block_size()),
     };
-    let magic = le16(buf, 0);
+    let magic = u16_at(buf, 0);
     if magic != MAGIC {
         return Err(corrupt(what, format!("bad magic {magic:#06x}")));
     }
-    let entries = le16(buf, 2);
-    let max = le16(buf, 4);
-    let depth = le16(buf, 6);
-    let generation = le32(buf, 8);
+    let entries = u16_at(buf, 2);
+    let max = u16_at(buf, 4);
+    let depth = u16_at(buf, 6);
+    let generation = u32_at(buf, 8);
     if max > cap || max < cap.saturating_sub(2) || max == 0 {
         return Err(corrupt(
             what,
@@ -225,7 +224,7 @@ fn parse_node(
         && let Some(seed) = ctx.csum_seed()
     {
         let off = HDR + ENTRY * usize::from(max);
-        let stored = le32(buf, off);
+        let stored = u32_at(buf, off);
         let computed = crc32c_raw(seed, buf.get(..off).unwrap_or(&[]));
         if off + 4 > buf.len() {
             return Err(corrupt(what, "no room for the checksum tail"));
@@ -244,9 +243,9 @@ fn parse_node(
         let mut v = Vec::with_capacity(n);
         for i in 0..n {
             let o = HDR + i * ENTRY;
-            let lblk = u64::from(le32(buf, o));
-            let raw = u64::from(le16(buf, o + 4));
-            let pb = (u64::from(le16(buf, o + 6)) << 32) | u64::from(le32(buf, o + 8));
+            let lblk = u64::from(u32_at(buf, o));
+            let raw = u64::from(u16_at(buf, o + 4));
+            let pb = (u64::from(u16_at(buf, o + 6)) << 32) | u64::from(u32_at(buf, o + 8));
             let (len, uninit) = if raw > MAX_INIT_LEN {
                 (raw - MAX_INIT_LEN, true)
             } else {
@@ -289,8 +288,8 @@ fn parse_node(
         let mut v: Vec<Idx> = Vec::with_capacity(n);
         for i in 0..n {
             let o = HDR + i * ENTRY;
-            let lblk = u64::from(le32(buf, o));
-            let child = (u64::from(le16(buf, o + 8)) << 32) | u64::from(le32(buf, o + 4));
+            let lblk = u64::from(u32_at(buf, o));
+            let child = (u64::from(u16_at(buf, o + 8)) << 32) | u64::from(u32_at(buf, o + 4));
             let ordered = match v.last() {
                 Some(p) => lblk > p.lblk,
                 None => lblk >= bounds.lo,
@@ -463,7 +462,7 @@ fn write_node(ctx: &mut dyn MapCtx, fm: &mut FileMap<'_>, node: &Node) -> Result
             if let Some(seed) = ctx.csum_seed() {
                 let off = HDR + ENTRY * usize::from(node.max);
                 let c = crc32c_raw(seed, buf.get(..off).unwrap_or(&[]));
-                put32(&mut buf, off, c);
+                put_u32(&mut buf, off, c);
             }
             ctx.write_block(b, &buf)
         }
@@ -918,7 +917,7 @@ pub(crate) fn optimize(ctx: &mut dyn MapCtx, fm: &mut FileMap<'_>) -> Result<boo
     let delta = nfm.blocks_delta;
     let mut ib = *nfm.i_block;
     // Keep the root's eh_generation.
-    put32(&mut ib, 8, root.generation);
+    put_u32(&mut ib, 8, root.generation);
     *fm.i_block = ib;
     fm.i_block_dirty = true;
     fm.blocks_delta = fm.blocks_delta.saturating_add(delta);

@@ -329,31 +329,3 @@ pub(crate) fn blocks_in_fs(ctx: &dyn MapCtx, pblk: u64, len: u64) -> bool {
             .checked_add(len)
             .is_some_and(|end| end <= ctx.blocks_count())
 }
-
-/// Little-endian field readers over a slice; out-of-range reads give 0 (callers only read
-/// inside buffers whose size they checked).
-pub(crate) fn le16(b: &[u8], off: usize) -> u16 {
-    match b.get(off..off.saturating_add(2)) {
-        Some(s) => u16::from_le_bytes([s[0], s[1]]),
-        None => 0,
-    }
-}
-
-pub(crate) fn le32(b: &[u8], off: usize) -> u32 {
-    match b.get(off..off.saturating_add(4)) {
-        Some(s) => u32::from_le_bytes([s[0], s[1], s[2], s[3]]),
-        None => 0,
-    }
-}
-
-pub(crate) fn put16(b: &mut [u8], off: usize, v: u16) {
-    if let Some(s) = b.get_mut(off..off.saturating_add(2)) {
-        s.copy_from_slice(&v.to_le_bytes());
-    }
-}
-
-pub(crate) fn put32(b: &mut [u8], off: usize, v: u32) {
-    if let Some(s) = b.get_mut(off..off.saturating_add(4)) {
-        s.copy_from_slice(&v.to_le_bytes());
-    }
-}
