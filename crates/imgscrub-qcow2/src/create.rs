@@ -123,7 +123,7 @@ impl Qcow2 {
             backing_file: None,
             backing_format: None,
             feature_names: Vec::new(),
-            has_bitmaps: false,
+            bitmaps: None,
             data_file: None,
             unknown_extensions: Vec::new(),
         };

@@ -70,6 +70,17 @@ pub struct FeatureName {
     pub name: String,
 }
 
+/// The bitmaps header extension (persistent dirty bitmaps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BitmapsExt {
+    /// Number of bitmaps.
+    pub nb_bitmaps: u32,
+    /// Size of the bitmap directory in bytes.
+    pub directory_size: u64,
+    /// Host offset of the bitmap directory.
+    pub directory_offset: u64,
+}
+
 /// A header extension we do not interpret (kept so that it can be preserved).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownExtension {
@@ -124,8 +135,8 @@ pub struct Header {
     pub backing_format: Option<String>,
     /// Feature name table.
     pub feature_names: Vec<FeatureName>,
-    /// True when a bitmaps extension is present.
-    pub has_bitmaps: bool,
+    /// The bitmaps extension, if present.
+    pub bitmaps: Option<BitmapsExt>,
     /// External data file name (extension 0x44415441), if any.
     pub data_file: Option<String>,
     /// Extensions we do not interpret, in file order.
@@ -236,7 +247,7 @@ impl Header {
             backing_file: None,
             backing_format: None,
             feature_names: Vec::new(),
-            has_bitmaps: false,
+            bitmaps: None,
             data_file: None,
             unknown_extensions: Vec::new(),
         };
@@ -447,7 +458,18 @@ impl Header {
                         self.feature_names.push(FeatureName { kind, bit, name });
                     }
                 }
-                EXT_BITMAPS => self.has_bitmaps = true,
+                EXT_BITMAPS => {
+                    let field = |o: usize, n: usize| -> u64 {
+                        data.get(o..o + n)
+                            .map(|b| b.iter().fold(0u64, |a, &x| (a << 8) | u64::from(x)))
+                            .unwrap_or(0)
+                    };
+                    self.bitmaps = Some(BitmapsExt {
+                        nb_bitmaps: field(0, 4) as u32,
+                        directory_size: field(8, 8),
+                        directory_offset: field(16, 8),
+                    });
+                }
                 EXT_DATA_FILE => {
                     self.data_file = Some(
                         String::from_utf8_lossy(data)

@@ -333,27 +333,34 @@ impl Qcow2 {
             }
             Mapping::Unallocated => self.read_backing(out, goff),
             Mapping::Compressed { offset, end } => {
-                let mut z = lock(&self.zcache);
-                let hit = matches!(&*z, Some((k, _)) if *k == offset);
-                if !hit {
-                    let mut cl = vec![0u8; self.cluster_size as usize];
-                    self.read_compressed(offset, end, &mut cl)?;
-                    *z = Some((offset, cl));
-                }
-                let src = z
-                    .as_ref()
-                    .and_then(|(_, c)| c.get(in_cl as usize..in_cl as usize + out.len()));
-                match src {
-                    Some(s) => {
-                        out.copy_from_slice(s);
-                        Ok(())
+                let range = in_cl as usize..in_cl as usize + out.len();
+                {
+                    let z = lock(&self.zcache);
+                    if let Some((k, c)) = &*z {
+                        if *k == offset {
+                            if let Some(s) = c.get(range.clone()) {
+                                out.copy_from_slice(s);
+                                return Ok(());
+                            }
+                        }
                     }
-                    None => Err(Qcow2Error::corrupt(
-                        "compressed cluster",
-                        offset,
-                        "read crosses a cluster boundary",
-                    )),
                 }
+                // Decompress without holding the cache lock, so parallel readers of
+                // different compressed clusters do not wait for each other.
+                let mut cl = vec![0u8; self.cluster_size as usize];
+                self.read_compressed(offset, end, &mut cl)?;
+                match cl.get(range) {
+                    Some(s) => out.copy_from_slice(s),
+                    None => {
+                        return Err(Qcow2Error::corrupt(
+                            "compressed cluster",
+                            offset,
+                            "read crosses a cluster boundary",
+                        ));
+                    }
+                }
+                *lock(&self.zcache) = Some((offset, cl));
+                Ok(())
             }
             Mapping::Sub { host, alloc, zero } => {
                 let sc = self.cluster_size / l2::SUBCLUSTERS;
@@ -384,6 +391,10 @@ impl Qcow2 {
     /// leaves the last cluster short, e.g. with subclusters) reads as zeros past the end, as
     /// QEMU does; data that starts past the end is corruption.
     fn read_data(&self, out: &mut [u8], host: u64) -> Result<()> {
+        // Fast path: one positional read. Only when it fails do we look at the file size.
+        if self.storage.read_at(out, host).is_ok() {
+            return Ok(());
+        }
         let file_len = self.storage.len()?;
         if host >= file_len && !out.is_empty() {
             return Err(Qcow2Error::corrupt(

@@ -40,17 +40,66 @@ impl Qcow2 {
         }
     }
 
-    /// Before the first write: clear autoclear bits we do not maintain (bitmaps), as the
-    /// specification requires of writers that do not understand them.
+    /// Before the first write: we do not maintain persistent dirty bitmaps, so every bitmap
+    /// is marked "in use" (QEMU then treats it as inconsistent, as after a crash, instead of
+    /// trusting stale contents), and autoclear bits we do not understand are cleared, as the
+    /// specification requires of writers.
     fn prepare_header(&self, m: &mut Meta) -> Result<()> {
         if m.header_prepared {
             return Ok(());
         }
         if self.hdr.version >= 3 && self.hdr.autoclear_features != 0 {
-            self.storage
-                .write_at(&0u64.to_be_bytes(), header::field::AUTOCLEAR)?;
+            let mut keep = 0;
+            if self.hdr.autoclear_features & 1 != 0 {
+                if let Some(bm) = self.hdr.bitmaps {
+                    self.mark_bitmaps_in_use(bm)?;
+                    keep = 1;
+                }
+            }
+            if keep != self.hdr.autoclear_features {
+                self.storage
+                    .write_at(&keep.to_be_bytes(), header::field::AUTOCLEAR)?;
+            }
         }
         m.header_prepared = true;
+        Ok(())
+    }
+
+    /// Set the in-use flag of every entry of the bitmap directory.
+    fn mark_bitmaps_in_use(&self, bm: header::BitmapsExt) -> Result<()> {
+        const ENTRY: usize = 24;
+        let off = bm.directory_offset;
+        let size = bm.directory_size;
+        let file_len = self.storage.len()?;
+        if size > 64 << 20
+            || off % self.cluster_size != 0
+            || off.checked_add(size).is_none_or(|e| e > file_len)
+        {
+            return Err(Qcow2Error::corrupt(
+                "bitmap directory",
+                off,
+                format!("directory of {size} bytes is misplaced or absurd"),
+            ));
+        }
+        let mut dir = vec![0u8; size as usize];
+        self.storage.read_at(&mut dir, off)?;
+        let mut pos = 0usize;
+        for _ in 0..bm.nb_bitmaps {
+            let e = dir.get(pos..pos + ENTRY).ok_or_else(|| {
+                Qcow2Error::corrupt("bitmap directory", off + pos as u64, "entry is truncated")
+            })?;
+            let be = |r: std::ops::Range<usize>| {
+                e.get(r)
+                    .map(|b| b.iter().fold(0u64, |a, &x| (a << 8) | u64::from(x)))
+                    .unwrap_or(0)
+            };
+            let flags = be(12..16) as u32 | 1;
+            let name_size = be(18..20) as usize;
+            let extra = be(20..24) as usize;
+            self.storage
+                .write_at(&flags.to_be_bytes(), off + pos as u64 + 12)?;
+            pos = (pos + ENTRY + extra + name_size).div_ceil(8) * 8;
+        }
         Ok(())
     }
 

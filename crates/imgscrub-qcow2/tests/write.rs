@@ -265,6 +265,13 @@ fn create_and_grow_refcount_table() {
     assert_compare_identical(&twin, &path);
     let info = qemu_img(&["info", "--output=json", "grow.qcow2"], d);
     assert!(info.contains("\"refcount-bits\": 64"), "{info}");
+    // The refcount table started with one cluster (2 MiB of coverage) and must have grown.
+    let hdr = std::fs::read(&path).unwrap();
+    let clusters = u32::from_be_bytes(hdr[56..60].try_into().unwrap());
+    assert!(
+        clusters > 1,
+        "refcount table did not grow ({clusters} clusters)"
+    );
 }
 
 /// A read-only image refuses writes, and a failed write leaves the file untouched.
@@ -286,4 +293,88 @@ fn read_only_refuses_writes() {
     assert!(img.write_at(&[1], 1 << 20).is_err());
     drop(img);
     assert!(std::fs::read(p(d, "ro.qcow2")).unwrap() == before);
+}
+
+/// Persistent bitmaps: we do not maintain them, so the first write marks them in use
+/// (inconsistent for QEMU) and the image stays clean.
+#[test]
+fn write_clears_autoclear_bits() {
+    if !have_qemu() {
+        return;
+    }
+    let dir = tmp();
+    let d = dir.path();
+    qemu_img(&["create", "-f", "qcow2", "bm.qcow2", "4M"], d);
+    qemu_img(&["bitmap", "--add", "bm.qcow2", "b0"], d);
+    let path = p(d, "bm.qcow2");
+    let autoclear = |b: &[u8]| u64::from_be_bytes(b[88..96].try_into().unwrap());
+    assert_eq!(autoclear(&std::fs::read(&path).unwrap()), 1);
+    {
+        let img = Qcow2::open(&path, &OpenOptions::read_write()).unwrap();
+        img.write_at(&[7u8; 5000], 12345).unwrap();
+        img.flush().unwrap();
+    }
+    assert_eq!(autoclear(&std::fs::read(&path).unwrap()), 1);
+    assert_check_clean(&path);
+    let info = qemu_img(&["info", "bm.qcow2"], d);
+    assert!(info.contains("in-use"), "{info}");
+    let mut twin = vec![0u8; 4 << 20];
+    twin[12345..12345 + 5000].fill(7);
+    std::fs::write(p(d, "twin.raw"), &twin).unwrap();
+    assert_compare_identical(&p(d, "twin.raw"), &path);
+}
+
+/// `allocation()` on an overlay: its own clusters are data or zero, the rest is what the
+/// backing file says, and past the backing file's end the overlay is unallocated.
+#[test]
+fn allocation_through_backing() {
+    if !have_qemu() {
+        return;
+    }
+    use imgscrub_disk::AllocKind;
+    let dir = tmp();
+    let d = dir.path();
+    let mut base = vec![0u8; 2 << 20];
+    base[..65536].fill(1);
+    write_raw(&p(d, "base.raw"), &base);
+    qemu_img(
+        &[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            "base.raw",
+            "base.qcow2",
+        ],
+        d,
+    );
+    qemu_img(
+        &[
+            "create",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            "ov.qcow2",
+            "4M",
+        ],
+        d,
+    );
+    qemu_io(
+        &p(d, "ov.qcow2"),
+        "qcow2",
+        &["write -P 2 1M 64k", "write -z 1536k 64k"],
+    );
+    let img = Qcow2::open(p(d, "ov.qcow2"), &OpenOptions::read_only()).unwrap();
+    let kind_at = |off: u64| img.allocation(off, 1).unwrap()[0].kind;
+    assert_eq!(kind_at(0), AllocKind::Data); // from the backing file
+    assert_eq!(kind_at(1 << 20), AllocKind::Data); // our own cluster
+    assert_eq!(kind_at(1536 << 10), AllocKind::Zero); // zero flag
+    assert!(kind_at(700 << 10).reads_as_zero()); // hole in the backing file
+    assert_eq!(kind_at(3 << 20), AllocKind::Unallocated); // past the backing file
+    let all = img.allocation(0, img.len()).unwrap();
+    assert_eq!(all.iter().map(|r| r.len).sum::<u64>(), img.len());
 }
