@@ -240,3 +240,72 @@ fn mapping_e2e_blockmaps() {
         assert_e2fsck_clean(&image);
     }
 }
+
+/// Every mkfs variant: sparse writes, gap fills, a far write past a hole, truncates; the
+/// inline variant also grows an inline file past what fits inline (conversion to extents).
+#[test]
+fn mapping_e2e_all_variants() {
+    require_tools!("mke2fs", "debugfs", "e2fsck");
+    for variant in imgscrub_testkit::ext4_variants() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("tiny"), b"inline when the variant allows it\n").unwrap();
+        std::fs::write(src.join("other"), random_bytes(70_000, 1)).unwrap();
+        let image = dir.path().join("img");
+        assert!(make_ext4(&variant, &src, &image, 32));
+        let bs = match variant.as_str() {
+            "b1024" => 1024,
+            "b2048" => 2048,
+            _ => 4096,
+        };
+        let inline_before = debugfs(&image, "stat /tiny").contains("Flags: 0x10000000");
+        assert_eq!(inline_before, variant == "inline", "{variant}");
+        let mut fs = open_rw(&image);
+        let root = fs.root();
+        let ino = fs.create(root, b"f", &NewAttr::default()).unwrap();
+        let mut want = vec![0u8; 0];
+        let mut put = |fs: &mut Ext4Fs<RawFile>, want: &mut Vec<u8>, off: usize, data: &[u8]| {
+            fs.write(ino, off as u64, data).unwrap();
+            if want.len() < off + data.len() {
+                want.resize(off + data.len(), 0);
+            }
+            want[off..off + data.len()].copy_from_slice(data);
+        };
+        for i in 0..120 {
+            put(
+                &mut fs,
+                &mut want,
+                3 * i * bs + 7,
+                &random_bytes(bs / 2, i as u64),
+            );
+        }
+        for i in (0..120).step_by(4) {
+            put(
+                &mut fs,
+                &mut want,
+                (3 * i + 1) * bs,
+                &random_bytes(2 * bs, 500 + i as u64),
+            );
+        }
+        put(&mut fs, &mut want, 5_000 * bs + 3, b"far away");
+        fs.truncate(ino, (200 * bs + 5) as u64).unwrap();
+        want.truncate(200 * bs + 5);
+        // Grow the (maybe inline) small file well past 60 bytes + the in-inode xattr space.
+        let tiny = fs.lookup_path(b"/tiny").unwrap();
+        let mut tiny_want = b"inline when the variant allows it\n".to_vec();
+        let more = random_bytes(3 * bs + 11, 77);
+        fs.write(tiny, tiny_want.len() as u64, &more).unwrap();
+        tiny_want.extend_from_slice(&more);
+        fs.unlink(root, b"other").unwrap();
+        fs.flush().unwrap();
+        drop(fs);
+        assert_e2fsck_clean(&image);
+        assert!(dump(&image, "/f", dir.path()) == want, "{variant}");
+        assert!(dump(&image, "/tiny", dir.path()) == tiny_want, "{variant}");
+        if inline_before {
+            let st = debugfs(&image, "stat /tiny");
+            assert!(st.contains("Flags: 0x80000"), "converted to extents: {st}");
+        }
+    }
+}
