@@ -265,7 +265,7 @@ fn mapping_e2e_all_variants() {
         let root = fs.root();
         let ino = fs.create(root, b"f", &NewAttr::default()).unwrap();
         let mut want = vec![0u8; 0];
-        let mut put = |fs: &mut Ext4Fs<RawFile>, want: &mut Vec<u8>, off: usize, data: &[u8]| {
+        let put = |fs: &mut Ext4Fs<RawFile>, want: &mut Vec<u8>, off: usize, data: &[u8]| {
             fs.write(ino, off as u64, data).unwrap();
             if want.len() < off + data.len() {
                 want.resize(off + data.len(), 0);
