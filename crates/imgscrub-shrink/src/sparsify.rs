@@ -18,6 +18,7 @@ use crate::rangeset::RangeSet;
 use imgscrub_disk::{
     BlockDev, Guid, Partition, PartitionTable, PartitionType, Slice, TableKind, discover,
 };
+use imgscrub_ext4::fs::{Ext4Fs, OpenOptions};
 use imgscrub_fs::fat::FatGeometry;
 use imgscrub_fs::probe::{FsType, probe};
 
@@ -30,7 +31,8 @@ const SCAN_CHUNK: u64 = 4 << 20;
 
 /// Supplies the free ranges of ext2/3/4 filesystems (relative to the filesystem start).
 ///
-/// The ext4 engine provides this; tests may plug in an independent reader.
+/// By default the ext4 engine ([`imgscrub_ext4::fs::Ext4Fs::free_ranges`]) is used; this
+/// hook lets tests plug in an independent reader.
 pub trait ExtFreeRanges: Sync {
     /// Free byte runs `(offset, len)` of the ext2/3/4 filesystem on `fs`.
     fn ext_free_ranges(&self, fs: &dyn BlockDev) -> Result<Vec<(u64, u64)>>;
@@ -39,8 +41,7 @@ pub trait ExtFreeRanges: Sync {
 /// Options of [`sparsify`] and [`free_ranges_of_disk_with`].
 #[derive(Clone, Copy, Default)]
 pub struct SparsifyOptions<'a> {
-    /// Where ext2/3/4 free ranges come from; `None` skips ext filesystems with a reason in
-    /// the report.
+    /// Where ext2/3/4 free ranges come from; `None` = the ext4 engine, opened read-only.
     pub ext: Option<&'a dyn ExtFreeRanges>,
     /// Leave the partition gaps alone.
     pub keep_gaps: bool,
@@ -111,8 +112,8 @@ pub struct FreeMap {
     pub warnings: Vec<String>,
 }
 
-/// Absolute byte ranges of `dev` that are free (ext2/3/4 through the ext4 engine once
-/// available, FAT, swap data pages, partition gaps). For `prepare --output`: pass them to
+/// Absolute byte ranges of `dev` that are free (ext2/3/4 block bitmaps through the ext4
+/// engine, FAT free clusters, swap data pages, partition gaps). For `prepare --output`: pass them to
 /// [`convert`](crate::convert) as `skip`.
 pub fn free_ranges_of_disk(dev: &dyn BlockDev) -> Result<RangeSet> {
     Ok(free_map(dev, &SparsifyOptions::default())?.free)
@@ -222,7 +223,7 @@ fn partition_free(
             } else if let Some(ext) = opts.ext {
                 Ok(ext.ext_free_ranges(&slice)?)
             } else {
-                Err("no ext2/3/4 free-space source available".to_string())
+                ext4_free_ranges(&slice)
             }
         }
         FsType::Vfat => match FatGeometry::read(&slice) {
@@ -242,6 +243,16 @@ fn partition_free(
         other => Err(format!("{other} is not handled")),
     };
     Ok((name, res))
+}
+
+/// Free ranges from the ext4 engine. A filesystem the engine cannot read (unsupported
+/// feature, damage) is skipped with the engine's reason: nothing is zeroed on a guess.
+fn ext4_free_ranges(fs: &dyn BlockDev) -> PartFree {
+    let opened = Ext4Fs::open(fs, OpenOptions { writable: false });
+    opened
+        .and_then(|e| e.free_ranges())
+        .map(|v| v.into_iter().map(|r| (r.offset, r.len)).collect())
+        .map_err(|e| format!("ext4 engine: {e}"))
 }
 
 /// Unpartitioned gaps that may be zeroed: between partitions and after the last one, never

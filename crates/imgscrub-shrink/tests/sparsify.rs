@@ -7,7 +7,7 @@ use imgscrub_disk::{BlockDev, RawFile, Slice};
 use imgscrub_fs::fat::FatGeometry;
 use imgscrub_shrink::{
     Action, ConvertOptions, ExtFreeRanges, NoProgress, SparsifyOptions, convert,
-    free_ranges_of_disk_with, sparsify,
+    free_ranges_of_disk, free_ranges_of_disk_with, sparsify,
 };
 use imgscrub_testkit::{find_tool, require_tools, run, run_ok};
 use std::path::{Path, PathBuf};
@@ -257,11 +257,8 @@ fn sparsify_gpt_disk_matches_zerofree_twin() {
     assert!(zerofree_nonzero(&root_before) > 0, "fixture is not dirty");
     assert!(!compare(&twin, &disk, "raw"));
 
-    let ext = Dumpe2fs(dir.path().to_path_buf());
-    let opts = SparsifyOptions {
-        ext: Some(&ext),
-        ..SparsifyOptions::default()
-    };
+    // The built-in ext4 engine supplies the ext4 free ranges.
+    let opts = SparsifyOptions::default();
     // Single pass: convert with the free map as `skip` gives the twin, input untouched.
     let input_bytes = std::fs::read(&disk).unwrap();
     {
@@ -296,6 +293,8 @@ fn sparsify_gpt_disk_matches_zerofree_twin() {
         .map(|a| a.content.as_str())
         .collect();
     assert_eq!(skipped, ["bios-boot"], "{rep:#?}");
+    let root_area = rep.areas.iter().find(|a| a.index == 3).unwrap();
+    assert!(root_area.zeroed > 0, "{root_area:?}");
 
     // The tables, the area before the first partition and the BIOS boot partition are
     // untouched (garbage included).
@@ -356,7 +355,7 @@ fn sparsify_gpt_disk_matches_zerofree_twin() {
 }
 
 #[test]
-fn without_ext_source_ext_is_skipped_and_rest_zeroed() {
+fn ext4_engine_free_ranges_match_dumpe2fs() {
     require_tools!(
         "sgdisk",
         "mkfs.vfat",
@@ -364,16 +363,24 @@ fn without_ext_source_ext_is_skipped_and_rest_zeroed() {
         "mdel",
         "mkfs.ext4",
         "debugfs",
-        "mkswap"
+        "mkswap",
+        "dumpe2fs"
     );
     let dir = tempfile::tempdir().unwrap();
     let disk = build_disk(dir.path());
-    let dev = RawFile::open_rw(&disk).unwrap();
-    let rep = sparsify(&dev, &SparsifyOptions::default(), &NoProgress).unwrap();
-    let root = rep.areas.iter().find(|a| a.index == 3).unwrap();
-    assert!(matches!(root.action, Action::Skipped(_)), "{root:?}");
-    assert_eq!(root.zeroed, 0);
-    let swap = rep.areas.iter().find(|a| a.index == 4).unwrap();
-    assert_eq!(swap.free, SWAP.1 - 4096);
-    assert!(rep.areas.iter().any(|a| a.content == "gap" && a.zeroed > 0));
+    let dev = RawFile::open(&disk).unwrap();
+    let ext = Dumpe2fs(dir.path().to_path_buf());
+    let with_dumpe2fs = SparsifyOptions {
+        ext: Some(&ext),
+        ..SparsifyOptions::default()
+    };
+    let a = free_ranges_of_disk_with(&dev, &with_dumpe2fs).unwrap();
+    let b = free_ranges_of_disk(&dev).unwrap();
+    assert_eq!(a, b);
+    // Swap keeps its first page, gaps are included.
+    assert!(b.covers(SWAP.0 + 4096, SWAP.1 - 4096));
+    assert!(!b.covers(SWAP.0, 1));
+    assert!(b.covers(46 * MIB, 2 * MIB));
+    assert!(!b.covers(BIOS.0, 1));
+    assert!(!b.covers(0, 1));
 }
