@@ -29,12 +29,36 @@ struct Cli {
 enum Command {
     /// Show an image's format, backing chain, partitions and filesystems (reads only).
     Inspect(cmd::inspect::Args),
+    /// List a directory of the guest (root filesystem found automatically).
+    Ls(cmd::files::LsArgs),
+    /// Print a guest file to standard output.
+    Cat(cmd::files::CatArgs),
+    /// Show a guest file's type, size, mode, owner and times.
+    Stat(cmd::files::StatArgs),
+    /// Remove guest files or (with -r) directory trees.
+    Rm(cmd::files::RmArgs),
+    /// Write standard input to a guest file (created if missing).
+    Write(cmd::files::WriteArgs),
+    /// Create a guest directory (-p: with its parents).
+    Mkdir(cmd::files::MkdirArgs),
+    /// Create a symbolic link in the guest.
+    Symlink(cmd::files::SymlinkArgs),
+    /// Change the permission bits of a guest file.
+    Chmod(cmd::files::ChmodArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => cmd::inspect::run(&args),
+        Command::Ls(args) => cmd::files::ls(&args),
+        Command::Cat(args) => cmd::files::cat(&args),
+        Command::Stat(args) => cmd::files::stat(&args),
+        Command::Rm(args) => cmd::files::rm(&args),
+        Command::Write(args) => cmd::files::write(&args),
+        Command::Mkdir(args) => cmd::files::mkdir(&args),
+        Command::Symlink(args) => cmd::files::symlink(&args),
+        Command::Chmod(args) => cmd::files::chmod(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -144,6 +144,9 @@ pub fn render(r: &Inspection) -> String {
         out += line.trim_end();
         out += "\n";
     }
+    if r.partitions.iter().any(|p| p.bootable) {
+        out += "(* bootable)\n";
+    }
     if !r.warnings.is_empty() {
         out += "\n";
         for w in &r.warnings {

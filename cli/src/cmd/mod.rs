@@ -1,5 +1,6 @@
 //! One module per subcommand: `Args` (clap) and `run`.
 
+pub mod files;
 pub mod inspect;
 
 /// `1536` → `1.5 KiB`; exact bytes under 1 KiB.

@@ -121,6 +121,12 @@ impl Image {
         if meta.is_dir() {
             return Err(open_err(path, "is a directory, not a disk image"));
         }
+        if !meta.is_file() {
+            return Err(open_err(
+                path,
+                "is not a regular file (block devices and pipes are not supported: use an image file)",
+            ));
+        }
         let detected = detect_format(path)?;
         let format = match opts.format {
             Some(Format::Qcow2) if detected != Format::Qcow2 => {

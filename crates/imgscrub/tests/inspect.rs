@@ -304,6 +304,8 @@ fn open_refuses_bad_inputs_cleanly() {
     assert!(e.to_string().contains("missing.img"), "{e}");
     let e = Image::open(dir.path(), OpenOptions::default()).unwrap_err();
     assert!(e.to_string().contains("directory"), "{e}");
+    let e = Image::open("/dev/null", OpenOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("not a regular file"), "{e}");
     let raw = mkfile(dir.path(), "raw.img", 1 << 20);
     let e = Image::open(
         &raw,
