@@ -18,7 +18,7 @@
 //!   per-inode seed;
 //! * depth is at most 5; entries are sorted by logical block and do not overlap.
 //!
-//! Modifications load the path root → leaf, edit it in memory, then [`commit`] repairs it
+//! Modifications load the path root → leaf, edit it in memory, then `commit` repairs it
 //! bottom-up (merge neighbours, drop empty nodes, split overfull ones, fix parents'
 //! `ei_block`, grow the root) — allocating every new tree block *before* anything is written,
 //! so a failed allocation leaves the on-disk tree untouched — and writes children before

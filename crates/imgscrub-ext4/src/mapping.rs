@@ -130,8 +130,11 @@ pub struct Mapping {
 /// One mapped run of a file, as [`extents`] lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Extent {
+    /// First logical block.
     pub lblk: u64,
+    /// First physical block.
     pub pblk: u64,
+    /// Number of blocks (≤ 32768 initialized / 32767 uninitialized for extent trees).
     pub len: u64,
     /// Uninitialized (reads as zeros). Always false for block maps.
     pub uninit: bool,
@@ -153,8 +156,11 @@ pub enum AllocMode {
 /// A run changed by [`allocate`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewRun {
+    /// First logical block of the run.
     pub lblk: u64,
+    /// First physical block of the run.
     pub pblk: u64,
+    /// Number of blocks.
     pub len: u64,
     /// The caller must write every block of the run (new blocks hold garbage; blocks of a
     /// converted uninitialized extent read as zeros only until now).
