@@ -63,10 +63,12 @@ fn ls(image: &Path, path: &str) -> BTreeMap<Vec<u8>, u32> {
     let mut m = BTreeMap::new();
     for line in tk::debugfs(image, &format!("ls -p {path}")).lines() {
         let f: Vec<&str> = line.split('/').collect();
-        if f.len() >= 7 && f[5] != "." && f[5] != ".." {
-            if let Ok(ino @ 1..) = f[1].parse::<u32>() {
-                m.insert(f[5].as_bytes().to_vec(), ino);
-            }
+        if f.len() >= 7
+            && f[5] != "."
+            && f[5] != ".."
+            && let Ok(ino @ 1..) = f[1].parse::<u32>()
+        {
+            m.insert(f[5].as_bytes().to_vec(), ino);
         }
     }
     m

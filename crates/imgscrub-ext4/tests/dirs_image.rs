@@ -243,10 +243,10 @@ fn debugfs_ls(image: &Path, path: &str) -> BTreeMap<Vec<u8>, u32> {
     // "/ino/mode/uid/gid/name/size/"
     for line in out.lines() {
         let f: Vec<&str> = line.split('/').collect();
-        if f.len() >= 7 {
-            if let Ok(ino) = f[1].parse::<u32>() {
-                m.insert(f[5].as_bytes().to_vec(), ino);
-            }
+        if f.len() >= 7
+            && let Ok(ino) = f[1].parse::<u32>()
+        {
+            m.insert(f[5].as_bytes().to_vec(), ino);
         }
     }
     m

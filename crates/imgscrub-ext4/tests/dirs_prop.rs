@@ -5,7 +5,7 @@
 //! after every step.
 
 use imgscrub_ext4::Ext4Error;
-use imgscrub_ext4::dir::{self, DirBlocks, MemDir};
+use imgscrub_ext4::dir::{self, MemDir};
 use imgscrub_ext4::htree;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -74,11 +74,14 @@ fn run(mut d: MemDir, ops: &[Op], long: bool) {
                 let n = pool_name(i, long);
                 let ino = 1000 + u32::from(i);
                 let r = dir::add(&mut d, &n, ino, 1);
-                if model.contains_key(&n) {
-                    assert!(matches!(r, Err(Ext4Error::Exists(_))), "{r:?}");
-                } else {
-                    r.unwrap();
-                    model.insert(n, ino);
+                match model.entry(n) {
+                    std::collections::btree_map::Entry::Occupied(_) => {
+                        assert!(matches!(r, Err(Ext4Error::Exists(_))), "{r:?}");
+                    }
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        r.unwrap();
+                        v.insert(ino);
+                    }
                 }
             }
             Op::Remove(i) => {

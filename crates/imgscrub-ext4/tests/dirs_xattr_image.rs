@@ -147,6 +147,9 @@ fn names_of(image: &Path, path: &str) -> Vec<String> {
     v
 }
 
+/// (attribute name, new value or None to remove).
+type Edit<'a> = (&'a str, Option<&'a [u8]>);
+
 fn check_variant(variant: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
@@ -201,7 +204,7 @@ fn check_variant(variant: &str) {
     }
 
     // Rewrite: f1 (block stays, in place), f0 (in-inode only unless i128), f2 (new value).
-    let edits: [(&str, &[(&str, Option<&[u8]>)]); 3] = [
+    let edits: [(&str, &[Edit]); 3] = [
         (
             "/f1",
             &[
