@@ -309,3 +309,94 @@ fn mapping_e2e_all_variants() {
         }
     }
 }
+
+/// ext2 with 1 KiB blocks: writes deep into the triple-indirect range (sparse), then
+/// truncates that punch the triple, double and single indirect trees away again.
+#[test]
+fn mapping_e2e_triple_indirect_1k() {
+    require_tools!("mke2fs", "debugfs", "e2fsck");
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let image = dir.path().join("img");
+    run_ok(
+        Command::new("mke2fs")
+            .args([
+                "-q", "-F", "-t", "ext2", "-b", "1024", "-T", "default", "-d",
+            ])
+            .arg(&src)
+            .arg(&image)
+            .arg("32M"),
+    );
+    let mut fs = open_rw(&image);
+    let root = fs.root();
+    let ino = fs.create(root, b"sparse", &NewAttr::default()).unwrap();
+    let mut want = Vec::new();
+    // Direct, single (12..268), double (268..65804) and triple (65804.., i.e. from byte
+    // 67_383_296) ranges.
+    for (off, seed) in [
+        (5_000u64, 1u64),
+        (200_000, 2),
+        (30_000_000, 3),
+        (68_000_000, 4),
+        (69_500_000, 5),
+    ] {
+        let data = random_bytes(3000, seed);
+        fs.write(ino, off, &data).unwrap();
+        want.resize(off as usize, 0);
+        want.extend_from_slice(&data);
+    }
+    fs.flush().unwrap();
+    drop(fs);
+    assert_e2fsck_clean(&image);
+    let st = debugfs(&image, "stat /sparse");
+    assert!(st.contains("(TIND)"), "{st}");
+    let dumped = dump(&image, "/sparse", dir.path());
+    assert!(dumped == want);
+    for new_len in [68_001_000u64, 40_000_000, 100_000, 0] {
+        let mut fs = open_rw(&image);
+        fs.truncate(ino, new_len).unwrap();
+        fs.flush().unwrap();
+        drop(fs);
+        want.truncate(new_len as usize);
+        assert_e2fsck_clean(&image);
+        assert!(dump(&image, "/sparse", dir.path()) == want, "{new_len}");
+    }
+    assert!(!debugfs(&image, "stat /sparse").contains("IND)"));
+}
+
+/// Fast (in-inode) and slow (one data block) symlinks next to our block edits.
+#[test]
+fn mapping_e2e_symlinks() {
+    require_tools!("mke2fs", "debugfs", "e2fsck");
+    for variant in ["default", "ext2", "inline"] {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let image = dir.path().join("img");
+        assert!(make_ext4(variant, &src, &image, 32));
+        let long: Vec<u8> = (0..300).map(|i| b'a' + (i % 26) as u8).collect();
+        let mut fs = open_rw(&image);
+        let root = fs.root();
+        fs.symlink(root, b"fast", b"/etc/short", &NewAttr::default())
+            .unwrap();
+        let slow = fs
+            .symlink(root, b"slow", &long, &NewAttr::default())
+            .unwrap();
+        assert_eq!(fs.readlink(slow).unwrap(), long);
+        fs.flush().unwrap();
+        drop(fs);
+        assert_e2fsck_clean(&image);
+        let st = debugfs(&image, "stat /fast");
+        assert!(
+            st.contains("Fast link dest: \"/etc/short\""),
+            "{variant}: {st}"
+        );
+        let mut fs = open_rw(&image);
+        let root = fs.root();
+        fs.unlink(root, b"slow").unwrap();
+        fs.flush().unwrap();
+        drop(fs);
+        assert_e2fsck_clean(&image);
+    }
+}
