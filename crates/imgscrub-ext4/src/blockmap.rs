@@ -353,6 +353,14 @@ fn alloc_array(
             st,
             &mut child_mod,
         );
+        if fresh && child.iter().all(|&x| x == 0) {
+            // Nothing got mapped below a new indirect block (the allocation failed): give it
+            // back rather than link an empty one.
+            mapping::free_counted(ctx, fm, u64::from(child_blk), 1)?;
+            r?;
+            i += 1;
+            continue;
+        }
         if child_mod || fresh {
             ctx.write_block(u64::from(child_blk), &words_block(&child, st.bs))?;
         }

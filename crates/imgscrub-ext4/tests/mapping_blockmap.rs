@@ -136,6 +136,12 @@ fn mapping_blockmap_nospace_keeps_allocated() {
         assert!(matches!(r, Err(Ext4Error::NoSpace(_))));
         ctx.fail_after = None;
         check_accounting(&mut ctx, &mut fm);
+        for b in mapping::metadata_blocks(&mut ctx, &mut fm).unwrap() {
+            assert!(
+                ctx.block(b).iter().any(|&x| x != 0),
+                "empty indirect block {b}"
+            );
+        }
         mapping::punch(&mut ctx, &mut fm, 0, u64::MAX).unwrap();
         assert_eq!(ctx.used_count(), 0);
     }
