@@ -79,7 +79,9 @@ pub trait DirBlocks {
 /// One directory entry as stored (including "." and ".." when `list_all` is used).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RawEntry {
+    /// Name bytes (no NUL, no '/').
     pub name: Vec<u8>,
+    /// Inode number.
     pub ino: u32,
     /// The dirent `file_type` byte (0 without the filetype feature).
     pub file_type: u8,
@@ -149,7 +151,9 @@ pub struct Slot {
     pub rec_len: usize,
     /// Inode number (0: unused record).
     pub ino: u32,
+    /// Length of the name.
     pub name_len: usize,
+    /// The file_type byte (0 without the filetype feature).
     pub file_type: u8,
 }
 
@@ -175,11 +179,15 @@ impl Slot {
 /// Context for validating a directory block: which directory, which block, which features.
 #[derive(Debug, Clone, Copy)]
 pub struct BlockCtx {
+    /// Directory inode (for error messages).
     pub dir_ino: u32,
+    /// Logical block (for error messages).
     pub lblk: u32,
     /// Per-inode checksum seed: `Some` when metadata_csum (a tail is required).
     pub csum_seed: Option<u32>,
+    /// `s_inodes_count`: larger inode numbers are corrupt.
     pub inodes_count: u32,
+    /// The filetype feature (otherwise file_type bytes read as 0).
     pub filetype: bool,
 }
 
@@ -719,8 +727,11 @@ fn inline_areas<'a>(i_block: &'a [u8], data: &'a [u8]) -> Result<[&'a [u8]; 2]> 
 /// Parameters of an inline directory for the `inline_*` functions.
 #[derive(Debug, Clone, Copy)]
 pub struct InlineDir {
+    /// Directory inode (for error messages).
     pub dir_ino: u32,
+    /// `s_inodes_count`.
     pub inodes_count: u32,
+    /// The filetype feature.
     pub filetype: bool,
 }
 
@@ -831,15 +842,25 @@ impl InlineDir {
 /// An in-memory directory: a `DirBlocks` for tests, fuzzing and tools.
 #[derive(Debug, Clone)]
 pub struct MemDir {
+    /// Directory inode number.
     pub ino: u32,
+    /// Block size.
     pub block_size: u32,
+    /// The directory's blocks by logical number.
     pub blocks: Vec<Vec<u8>>,
+    /// Per-inode checksum seed (metadata_csum).
     pub csum_seed: Option<u32>,
+    /// Hash parameters.
     pub hash: HashParams,
+    /// filetype feature.
     pub filetype: bool,
+    /// dir_index feature.
     pub dir_index: bool,
+    /// large_dir feature.
     pub large_dir: bool,
+    /// EXT4_INDEX_FL.
     pub indexed: bool,
+    /// s_inodes_count.
     pub inodes_count: u32,
     /// `append_block` fails with `NoSpace` beyond this many blocks.
     pub max_blocks: u32,

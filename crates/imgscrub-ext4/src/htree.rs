@@ -27,11 +27,18 @@ use crate::dir::{
 };
 use crate::error::{Ext4Error, Result};
 
+/// Hash versions (`dx_root_info.hash_version`, `s_def_hash_version`); the unsigned
+/// variants are the effective versions when `s_flags` has EXT2_FLAGS_UNSIGNED_HASH.
 pub const DX_HASH_LEGACY: u8 = 0;
+/// half-MD4.
 pub const DX_HASH_HALF_MD4: u8 = 1;
+/// TEA.
 pub const DX_HASH_TEA: u8 = 2;
+/// Legacy, unsigned chars.
 pub const DX_HASH_LEGACY_UNSIGNED: u8 = 3;
+/// half-MD4, unsigned chars.
 pub const DX_HASH_HALF_MD4_UNSIGNED: u8 = 4;
+/// TEA, unsigned chars.
 pub const DX_HASH_TEA_UNSIGNED: u8 = 5;
 
 /// Size of the metadata_csum tail of an index block.
@@ -252,9 +259,13 @@ pub fn dx_csum(seed: u32, block: &[u8], count_off: usize, count: usize, limit: u
 /// One index block (root or node) in memory.
 #[derive(Debug, Clone)]
 pub struct DxBlock {
+    /// Logical block in the directory.
     pub lblk: u32,
+    /// The block bytes.
     pub raw: Vec<u8>,
+    /// Offset of the countlimit (32 root, 8 node).
     pub count_off: usize,
+    /// Capacity in entries.
     pub limit: usize,
     /// `(hash, block)`; the hash of entry 0 is reported as 0.
     pub entries: Vec<(u32, u32)>,
@@ -297,7 +308,9 @@ impl DxBlock {
 /// Parsed root header.
 #[derive(Debug, Clone, Copy)]
 pub struct RootInfo {
+    /// Stored hash version (0..=2).
     pub hash_version: u8,
+    /// Index levels below the root (0..=2).
     pub indirect_levels: u8,
 }
 
