@@ -107,6 +107,46 @@ fn same(variant: &str, what: &str, a: &BTreeMap<Vec<u8>, u32>, b: &BTreeMap<Vec<
     );
 }
 
+/// The independent ext4-view reader (its own htree lookup): `read_dir` equals the model and
+/// every name is found by path lookup. Skipped for what ext4-view 1.x cannot read (block
+/// maps, 128-byte inodes).
+fn view_check(variant: &str, image: &Path, dir: &str, model: &BTreeMap<Vec<u8>, u32>) {
+    let data = std::fs::read(image).unwrap();
+    let inode_size = u16::from_le_bytes([data[1024 + 0x58], data[1024 + 0x59]]);
+    let incompat = u32::from_le_bytes(data[1024 + 0x60..1024 + 0x64].try_into().unwrap());
+    if inode_size < 256 || incompat & 0x40 == 0 {
+        return;
+    }
+    let v = match ext4_view::Ext4::load(Box::new(data)) {
+        Ok(v) => v,
+        Err(ext4_view::Ext4Error::Incompatible(e)) => {
+            eprintln!("{variant}: ext4-view cannot read it ({e})");
+            return;
+        }
+        Err(e) => panic!("{variant}: ext4-view: {e}"),
+    };
+    let mut names = BTreeMap::new();
+    for e in v.read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let n = e.file_name().as_ref().to_vec();
+        if n != b"." && n != b".." {
+            names.insert(n, 0u32);
+        }
+    }
+    let want: BTreeMap<Vec<u8>, u32> = model.keys().map(|k| (k.clone(), 0)).collect();
+    same(variant, "ext4-view read_dir", &names, &want);
+    for n in model.keys() {
+        let mut p = dir.as_bytes().to_vec();
+        p.push(b'/');
+        p.extend_from_slice(n);
+        assert!(
+            v.symlink_metadata(p.as_slice()).is_ok(),
+            "{variant}: ext4-view lookup of {}",
+            String::from_utf8_lossy(&p)
+        );
+    }
+}
+
 fn edit(variant: &str, image: &Path) {
     let mut fs = Ext4Fs::open(
         RawFile::open_rw(image).unwrap(),
@@ -216,6 +256,8 @@ fn edit(variant: &str, image: &Path) {
         tk::debugfs(image, "stat /newdir").contains("Flags: 0x"),
         "{variant}"
     );
+    view_check(variant, image, "/big", &model);
+    view_check(variant, image, "/newdir", &nmodel);
     let ea = tk::debugfs(image, &format!("ea_list <{x}>"));
     assert!(
         ea.contains("user.big (700)") && !ea.contains("user.small"),
