@@ -621,29 +621,46 @@ fn commit_inner(
                 "extent tree of inode {ino} would exceed depth {MAX_DEPTH}"
             )));
         }
-        if root.node.len() > usize::from(cap) {
+        // The root's entries go to ceil(n / cap) new blocks: one for every real block size
+        // (capacity ≥ 84, the root holds at most 6 here), more only for tiny test blocks.
+        let n = root.node.len();
+        let capn = usize::from(cap).max(1);
+        let pieces = n.div_ceil(capn);
+        if pieces == 0 || pieces > usize::from(ROOT_MAX) {
             return Err(Ext4Error::InvalidArgument("root overfull".into()));
         }
         let goal = fm_goal_from(&root.node);
-        let (b, _) = mapping::alloc_counted(ctx, fm, goal, 1)?;
-        allocated.push(b);
-        let entries = std::mem::replace(&mut root.node.entries, Entries::Index(Vec::new()));
-        let child = Node {
-            pblk: Some(b),
-            depth: root.node.depth,
-            max: cap,
-            generation: 0,
-            entries,
-            dirty: true,
-        };
-        let first = child.first_lblk().unwrap_or(0);
-        root.node.entries = Entries::Index(vec![Idx {
-            lblk: first,
-            child: b,
-        }]);
+        let mut entries = std::mem::replace(&mut root.node.entries, Entries::Index(Vec::new()));
+        let mut index = Vec::with_capacity(pieces);
+        let mut children = Vec::with_capacity(pieces);
+        for k in (0..pieces).rev() {
+            // Balanced: piece k starts at k * n / pieces.
+            let at = k * n / pieces;
+            let part = match &mut entries {
+                Entries::Leaf(v) => Entries::Leaf(v.split_off(at)),
+                Entries::Index(v) => Entries::Index(v.split_off(at)),
+            };
+            let (b, _) = mapping::alloc_counted(ctx, fm, goal, 1)?;
+            allocated.push(b);
+            let child = Node {
+                pblk: Some(b),
+                depth: root.node.depth,
+                max: cap,
+                generation: 0,
+                entries: part,
+                dirty: true,
+            };
+            index.push(Idx {
+                lblk: child.first_lblk().unwrap_or(0),
+                child: b,
+            });
+            children.push(child);
+        }
+        index.reverse();
+        root.node.entries = Entries::Index(index);
         root.node.depth += 1;
         root.node.max = ROOT_MAX;
-        new_nodes.push(child);
+        new_nodes.extend(children);
     } else {
         // Shrink: while the root has a lone child whose entries fit in the root, move them
         // up (e2fsck would otherwise say the tree "could be shorter").

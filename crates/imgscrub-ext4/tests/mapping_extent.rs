@@ -416,3 +416,80 @@ fn mapping_extent_optimize_nospace_keeps_old_tree() {
     check_model(&mut ctx, &mut fm, &model);
     assert!(!extent::needs_optimize(&mut ctx, &fm).unwrap());
 }
+
+/// Tiny 64-byte "blocks" (4 entries per node, like the root) make trees of depth 4-5 from a
+/// few hundred extents: every level of the split/grow/drop/collapse logic gets exercised.
+#[test]
+fn mapping_extent_tiny_blocks_depth_limit() {
+    let mut ctx = MemCtx::new(64, 8000);
+    ctx.skip = 1;
+    ctx.seed = Some(5);
+    let mut ib = new_file();
+    let mut fm = FileMap::new(12, &mut ib, MapKind::Extents);
+    let mut model = Model::new();
+    let mut i = 0;
+    // 4 * 4^4 = 1024 extents fit in depth 4; the tree stops growing at depth 5.
+    let err = loop {
+        match mapping::allocate(&mut ctx, &mut fm, 2 * i, 1, 0, AllocMode::Write) {
+            Ok(runs) => {
+                for r in runs {
+                    model.insert(r.lblk, (r.pblk, false));
+                }
+            }
+            Err(e) => break e,
+        }
+        i += 1;
+        assert!(i < 10_000);
+    };
+    assert!(matches!(err, Ext4Error::Unsupported(_)), "{err}");
+    assert_eq!(depth(fm.i_block), 5);
+    check_model(&mut ctx, &mut fm, &model);
+    // Punch everything from the back, a few blocks at a time, checking as we go.
+    let mut end = 2 * i;
+    while end > 0 {
+        let from = end.saturating_sub(37);
+        apply_punch(&mut ctx, &mut fm, &mut model, from, end);
+        if end % 5 == 0 {
+            check_model(&mut ctx, &mut fm, &model);
+        }
+        end = from;
+    }
+    check_model(&mut ctx, &mut fm, &model);
+    assert_eq!(depth(fm.i_block), 0);
+    assert_eq!(ctx.used_count(), 0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, .. ProptestConfig::default() })]
+    #[test]
+    fn mapping_extent_model_tiny_blocks(ops in proptest::collection::vec(op(), 1..50), max_run in 1u32..4, csum in any::<bool>()) {
+        let mut ctx = MemCtx::new(64, 30_000);
+        ctx.max_run = max_run;
+        ctx.skip = 1;
+        ctx.seed = csum.then_some(0x0bad_cafe);
+        let mut ib = new_file();
+        let mut fm = FileMap::new(12, &mut ib, MapKind::Extents);
+        let mut model = Model::new();
+        for op in ops {
+            match op {
+                Op::Alloc(l, c, w) => {
+                    let mode = if w { AllocMode::Write } else { AllocMode::Prealloc };
+                    // Depth 5 holds ≥ 4096 extents of 64-byte nodes; stay below it.
+                    let c = c.min(60);
+                    apply_alloc(&mut ctx, &mut fm, &mut model, l, c, mode);
+                }
+                Op::Punch(f, t) => apply_punch(&mut ctx, &mut fm, &mut model, f, t),
+                Op::Optimize => {
+                    mapping::optimize(&mut ctx, &mut fm).unwrap();
+                    prop_assert!(!extent::needs_optimize(&mut ctx, &fm).unwrap());
+                }
+                Op::Map(_) => {}
+            }
+            check_model(&mut ctx, &mut fm, &model);
+        }
+        apply_punch(&mut ctx, &mut fm, &mut model, 0, u64::MAX);
+        check_model(&mut ctx, &mut fm, &model);
+        prop_assert_eq!(ctx.used_count(), 0);
+        prop_assert_eq!(depth(fm.i_block), 0);
+    }
+}
