@@ -609,6 +609,8 @@ fn commit_inner(
         return Ok((new_nodes, to_free));
     };
     root.node.dirty = true;
+    // A root written by someone else may say eh_max 2 or 3; ours always holds 4.
+    root.node.max = ROOT_MAX;
     if root.node.len() == 0 && root.node.depth > 0 {
         root.node.depth = 0;
         root.node.max = ROOT_MAX;
