@@ -618,6 +618,43 @@ pub fn remove(d: &mut dyn DirBlocks, name: &[u8]) -> Result<u32> {
     Ok(ino)
 }
 
+/// Point the existing entry `name` at another inode (rename over an existing target, as the
+/// kernel's `ext4_setent`): the record stays where it is. Returns the previous inode.
+/// `NotFound` when absent; "." and ".." are refused (use `set_parent`).
+pub fn replace(d: &mut dyn DirBlocks, name: &[u8], ino: u32, file_type: u8) -> Result<u32> {
+    if name == b"." || name == b".." {
+        return Err(Ext4Error::InvalidArgument(format!(
+            "cannot replace {:?}",
+            name_str(name)
+        )));
+    }
+    if ino == 0 || ino > d.inodes_count() {
+        return Err(Ext4Error::InvalidArgument(format!(
+            "bad inode number {ino}"
+        )));
+    }
+    let found = if use_htree(d) {
+        crate::htree::find_entry(d, name)?
+    } else {
+        check_linear_fallback(d, true)?;
+        linear_find(d, name)?
+    };
+    let Some((lblk, mut b, slots, i)) = found else {
+        return Err(Ext4Error::NotFound(name_str(name)));
+    };
+    let Some(s) = slots.get(i) else {
+        return Err(Ext4Error::NotFound(name_str(name)));
+    };
+    let old = s.ino;
+    wr32(&mut b, s.off, ino);
+    if let Some(x) = b.get_mut(s.off + 7) {
+        *x = if d.has_filetype() { file_type } else { 0 };
+    }
+    set_tail(&mut b, d.csum_seed());
+    d.write(lblk, &b)?;
+    Ok(old)
+}
+
 /// Write block 0 of a new, empty directory ("." and ".."). Appends the block when the
 /// directory has none. The directory must not be indexed.
 pub fn init(d: &mut dyn DirBlocks, self_ino: u32, parent_ino: u32) -> Result<()> {
@@ -979,6 +1016,8 @@ mod tests {
             assert_eq!(lookup(&mut d, b"file42").unwrap(), Some((142, 1)));
             assert_eq!(remove(&mut d, b"file42").unwrap(), 142);
             assert_eq!(lookup(&mut d, b"file42").unwrap(), None);
+            assert_eq!(replace(&mut d, b"file43", 7, 2).unwrap(), 143);
+            assert_eq!(lookup(&mut d, b"file43").unwrap(), Some((7, 2)));
             assert!(matches!(
                 remove(&mut d, b"file42"),
                 Err(Ext4Error::NotFound(_))
@@ -1121,6 +1160,12 @@ mod tests {
             }
             crate::htree::check(&mut d).unwrap();
             assert_eq!(names(&mut d).len(), 2000);
+            assert_eq!(replace(&mut d, b"name-00001-xx", 4242, 2).unwrap(), 101);
+            assert_eq!(lookup(&mut d, b"name-00001-xx").unwrap(), Some((4242, 2)));
+            assert!(matches!(
+                replace(&mut d, b"name-00000-xx", 5, 1),
+                Err(Ext4Error::NotFound(_))
+            ));
             assert_eq!(parent(&mut d).unwrap(), 2);
             set_parent(&mut d, 3).unwrap();
             assert_eq!(parent(&mut d).unwrap(), 3);

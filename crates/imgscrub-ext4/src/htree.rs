@@ -722,6 +722,11 @@ pub fn set_parent(d: &mut dyn DirBlocks, parent: u32) -> Result<()> {
     d.write(0, &root.raw)
 }
 
+/// Find `name` in a hashed directory: (leaf lblk, leaf block, records, index) or None.
+pub(crate) fn find_entry(d: &mut dyn DirBlocks, name: &[u8]) -> Result<Option<dir::Found>> {
+    find(d, name)
+}
+
 /// Remove `name` from a hashed directory (the index is unchanged; an emptied leaf stays).
 pub fn remove(d: &mut dyn DirBlocks, name: &[u8]) -> Result<u32> {
     let Some((lblk, mut b, slots, i)) = find(d, name)? else {

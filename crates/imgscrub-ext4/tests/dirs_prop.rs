@@ -31,6 +31,7 @@ enum Op {
     Add(u16),
     Remove(u16),
     SetParent(u32),
+    Replace(u16, u32),
 }
 
 fn ops(pool: u16, len: usize) -> impl Strategy<Value = Vec<Op>> {
@@ -39,6 +40,7 @@ fn ops(pool: u16, len: usize) -> impl Strategy<Value = Vec<Op>> {
             6 => (0..pool).prop_map(Op::Add),
             3 => (0..pool).prop_map(Op::Remove),
             1 => (2u32..100).prop_map(Op::SetParent),
+            1 => ((0..pool), 2u32..60000).prop_map(|(i, ino)| Op::Replace(i, ino)),
         ],
         1..len,
     )
@@ -89,6 +91,17 @@ fn run(mut d: MemDir, ops: &[Op], long: bool) {
                 let r = dir::remove(&mut d, &n);
                 match model.remove(&n) {
                     Some(ino) => assert_eq!(r.unwrap(), ino),
+                    None => assert!(matches!(r, Err(Ext4Error::NotFound(_))), "{r:?}"),
+                }
+            }
+            Op::Replace(i, ino) => {
+                let n = pool_name(i, long);
+                let r = dir::replace(&mut d, &n, ino, 2);
+                match model.get_mut(&n) {
+                    Some(old) => {
+                        assert_eq!(r.unwrap(), *old);
+                        *old = ino;
+                    }
                     None => assert!(matches!(r, Err(Ext4Error::NotFound(_))), "{r:?}"),
                 }
             }
