@@ -255,11 +255,23 @@ pub fn plan(fs: &dyn Filesystem, profile: &Profile, opts: &Options) -> Result<Pl
     if let Some(h) = &opts.root_password_hash {
         vars.insert("root_password_hash".into(), h.clone());
     }
-    if let Some(h) = view.read_follow(b"/etc/hostname")? {
-        let h = String::from_utf8_lossy(&h).trim().to_string();
-        if !h.is_empty() {
-            vars.entry("hostname".into()).or_insert(h);
-        }
+    // The instance's own name: /etc/hostname, else HOSTNAME= of /etc/sysconfig/network.
+    let mut hostname = view
+        .read_follow(b"/etc/hostname")?
+        .map(|h| String::from_utf8_lossy(&h).trim().to_string())
+        .unwrap_or_default();
+    if hostname.is_empty()
+        && let Some(d) = view.read_follow(b"/etc/sysconfig/network")?
+    {
+        hostname = crate::inspect::parse_kv(&d)
+            .into_iter()
+            .rev()
+            .find(|(k, _)| k == "HOSTNAME")
+            .map(|(_, v)| v)
+            .unwrap_or_default();
+    }
+    if !hostname.is_empty() {
+        vars.entry("hostname".into()).or_insert(hostname);
     }
     let mut p = Planner {
         v: view,

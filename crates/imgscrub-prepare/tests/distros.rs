@@ -1180,3 +1180,41 @@ fn non_utf8_files_are_edited_as_bytes() {
     hosts.truncate(hosts.len() - b"127.0.1.1\tdeb12\n".len());
     assert_eq!(fs::read(p(dir.path(), "/etc/hosts")).unwrap(), hosts);
 }
+
+#[test]
+fn twenty_thousand_files_plan_quickly() {
+    let dir = tree("debian12");
+    let root = dir.path();
+    for d in 0..100 {
+        let usr = p(root, &format!("/usr/share/doc/pkg{d}"));
+        let var = p(root, &format!("/var/lib/dpkg/info{d}"));
+        fs::create_dir_all(&usr).unwrap();
+        fs::create_dir_all(&var).unwrap();
+        for f in 0..100 {
+            fs::write(usr.join(format!("f{f}")), "x").unwrap();
+            fs::write(var.join(format!("f{f}.list")), "x").unwrap();
+        }
+    }
+    let t = std::time::Instant::now();
+    run(
+        root,
+        &Profile::builtin("linux").unwrap(),
+        &Options::default(),
+    )
+    .unwrap();
+    let first = t.elapsed();
+    let t = std::time::Instant::now();
+    let r = run(
+        root,
+        &Profile::builtin("linux").unwrap(),
+        &Options::default(),
+    )
+    .unwrap();
+    assert!(r.is_empty());
+    eprintln!(
+        "20k files: first run {first:?}, second run {:?}",
+        t.elapsed()
+    );
+    // Generous bound for unoptimised test builds on a shared machine.
+    assert!(first.as_secs() < 20);
+}
