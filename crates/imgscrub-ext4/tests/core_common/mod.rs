@@ -164,3 +164,32 @@ pub fn view_tree(image: &Path) -> BTreeMap<String, Node> {
     }
     out
 }
+
+/// Build an image with explicit mke2fs options (for layouts the variant matrix lacks), with
+/// the same fixed UUID/hash seed/time as fixtures/mkext4.sh. None when mke2fs is missing.
+pub fn image_with(opts: &[&str], src: &Path, out: &Path, size_mb: u32) -> Option<PathBuf> {
+    let mke2fs = imgscrub_testkit::require_tool("mke2fs")?;
+    let f = std::fs::File::create(out).unwrap();
+    f.set_len(u64::from(size_mb) << 20).unwrap();
+    drop(f);
+    let mut cmd = std::process::Command::new(mke2fs);
+    cmd.env("E2FSPROGS_FAKE_TIME", "1700000000")
+        .args([
+            "-q",
+            "-F",
+            "-T",
+            "default",
+            "-U",
+            "5c3a2b1e-0d0f-4c1a-9e7b-6a5d4c3b2a10",
+        ])
+        .args([
+            "-E",
+            "hash_seed=0a1b2c3d-4e5f-4061-8293-a4b5c6d7e8f9,root_owner=0:0",
+        ])
+        .arg("-d")
+        .arg(src)
+        .args(opts)
+        .arg(out);
+    imgscrub_testkit::run_ok(&mut cmd);
+    Some(out.to_path_buf())
+}
