@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# The shrink benchmark: a dirty 2 GiB GPT image (FAT ESP + ext4 root populated from a real
+# directory tree, 300 MB of random data written then deleted), shrunk four ways:
+#
+#   (a) zerofree + qemu-img convert -c                         (zlib)
+#   (b) zerofree + qemu-img convert -c -o compression_type=zstd
+#   (c) imgscrub convert --sparsify --compress zstd            (one pass, input read-only)
+#   (d) imgscrub convert --sparsify --compress zlib
+#
+#   benches/shrink.sh [WORKDIR]        (env: TREE=/usr/share  IMGSCRUB="cmd"  KEEP=1)
+#
+# zerofree works on a filesystem image, so the root partition is copied out, zerofreed and
+# copied back; only zerofree itself is timed (as if it ran on a loop device). The same
+# zerofreed disk feeds (a) and (b), and zerofree's time is added to both. Wall time and peak
+# RSS come from /usr/bin/time; the image stays in the page cache for every run.
+set -euo pipefail
+export PATH="$PATH:/sbin:/usr/sbin"
+LC_ALL=C
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+work=${1:-${TMPDIR:-/tmp}/imgscrub-shrink-bench}
+tree=${TREE:-/usr/share}
+mkdir -p "$work"
+cd "$work"
+
+for t in qemu-img zerofree sgdisk mkfs.vfat mcopy mkfs.ext4 debugfs /usr/bin/time; do
+  command -v "$t" >/dev/null || { echo "missing tool: $t" >&2; exit 1; }
+done
+
+if [ -z "${IMGSCRUB:-}" ]; then
+  # Until the CLI has `convert`, the library's example binary stands in for it.
+  cargo build --release -q --manifest-path "$repo/Cargo.toml" -p imgscrub-shrink --example convert
+  target=$(cargo metadata --format-version 1 --no-deps --manifest-path "$repo/Cargo.toml" |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+  IMGSCRUB="$target/release/examples/convert"
+fi
+
+# ---- the dirty image --------------------------------------------------------------------
+disk=dirty.raw
+if [ ! -f "$disk" ]; then
+  echo "building $work/$disk from $tree ..."
+  dd if=/dev/zero of=disk.tmp bs=4M count=512 status=none          # fully allocated 2 GiB
+  sgdisk -q -Z -n1:2048:+100M -t1:EF00 -c1:ESP -n2:0:0 -t2:8300 -c2:root disk.tmp
+  esp_start=$((2048 * 512))
+  root_start=$(( $(sgdisk -i 2 disk.tmp | sed -n 's/^First sector: \([0-9]*\).*/\1/p') * 512 ))
+  root_end=$(( ($(sgdisk -i 2 disk.tmp | sed -n 's/^Last sector: \([0-9]*\).*/\1/p') + 1) * 512 ))
+
+  truncate -s 100M esp.img
+  mkfs.vfat -n ESP esp.img >/dev/null
+  mmd -i esp.img ::/EFI ::/EFI/BOOT
+  find /usr/lib -maxdepth 2 -name '*.so*' -type f -size -2M | head -40 |
+    xargs -r -I{} mcopy -i esp.img {} ::/EFI/BOOT/ 2>/dev/null || true
+
+  truncate -s $((root_end - root_start)) root.img
+  mkfs.ext4 -q -F -E nodiscard -L root -d "$tree" root.img
+  head -c 300M /dev/urandom > junk.bin
+  debugfs -w -R "write junk.bin junk" root.img >/dev/null 2>&1
+  debugfs -w -R "rm junk" root.img >/dev/null 2>&1
+  rm -f junk.bin
+
+  dd if=esp.img of=disk.tmp bs=4M seek=$esp_start oflag=seek_bytes conv=notrunc status=none
+  dd if=root.img of=disk.tmp bs=4M seek=$root_start oflag=seek_bytes conv=notrunc status=none
+  rm -f esp.img root.img
+  echo "$root_start $root_end" > root.range
+  mv disk.tmp "$disk"
+fi
+read -r root_start root_end < root.range
+root_len=$((root_end - root_start))
+vsize=$(stat -c %s "$disk")
+
+# measure NAME CMD...: wall seconds and peak RSS (KiB) into $secs / $rss
+measure() {
+  local name=$1; shift
+  /usr/bin/time -f '%e %M' -o "time.$name" "$@" >/dev/null
+  read -r secs rss < "time.$name"
+}
+
+# ---- baselines: zerofree, then qemu-img convert -c ----------------------------------------
+cp --sparse=never "$disk" zf.raw
+dd if=zf.raw of=zf-root.img bs=4M skip=$root_start count=$root_len iflag=skip_bytes,count_bytes status=none
+dd if=zf-root.img of=sb.orig bs=1024 skip=1 count=1 status=none
+measure zerofree zerofree zf-root.img
+zf_secs=$secs zf_rss=$rss
+# zerofree rewrites the superblock on close (write time); restore it so that the outputs can
+# be compared byte for byte (only the free blocks differ from the dirty image).
+dd if=sb.orig of=zf-root.img bs=1024 seek=1 conv=notrunc status=none
+dd if=zf-root.img of=zf.raw bs=4M seek=$root_start oflag=seek_bytes conv=notrunc status=none
+rm -f zf-root.img sb.orig
+
+measure a qemu-img convert -c -f raw -O qcow2 zf.raw a.qcow2
+a_secs=$(echo "$zf_secs + $secs" | bc) a_rss=$rss
+measure b qemu-img convert -c -f raw -O qcow2 -o compression_type=zstd zf.raw b.qcow2
+b_secs=$(echo "$zf_secs + $secs" | bc) b_rss=$rss
+
+# ---- imgscrub: one pass over the dirty image ------------------------------------------------
+measure c $IMGSCRUB "$disk" c.qcow2 --sparsify --compress zstd
+c_secs=$secs c_rss=$rss
+measure d $IMGSCRUB "$disk" d.qcow2 --sparsify --compress zlib
+d_secs=$secs d_rss=$rss
+
+# ---- checks -------------------------------------------------------------------------------
+for f in a b c d; do qemu-img check -q "$f.qcow2"; done
+ok=yes
+for f in c d; do
+  qemu-img compare -q -f raw -F qcow2 zf.raw "$f.qcow2" || ok=no
+done
+
+size() { stat -c %s "$1"; }
+mib() { echo "scale=1; $1 / 1048576" | bc; }
+sa=$(size a.qcow2) sb=$(size b.qcow2) sc=$(size c.qcow2) sd=$(size d.qcow2)
+
+echo
+echo "image: $(mib "$vsize") MiB virtual, tree $tree, zerofree alone ${zf_secs}s"
+printf '%-44s %9s %11s %10s %9s\n' variant seconds "size MiB" "% of raw" "RSS MiB"
+row() { printf '%-44s %9s %11s %10s %9s\n' "$1" "$2" "$(mib "$3")" \
+  "$(echo "scale=1; 100 * $3 / $vsize" | bc)" "$(echo "scale=1; $4 / 1024" | bc)"; }
+row "(a) zerofree + qemu-img convert -c (zlib)" "$a_secs" "$sa" "$a_rss"
+row "(b) zerofree + qemu-img convert -c (zstd)" "$b_secs" "$sb" "$b_rss"
+row "(c) imgscrub convert --sparsify zstd" "$c_secs" "$sc" "$c_rss"
+row "(d) imgscrub convert --sparsify zlib" "$d_secs" "$sd" "$d_rss"
+echo
+echo "speed (c) vs (b): $(echo "scale=2; $b_secs / $c_secs" | bc)x   size (c)/(b): $(echo "scale=3; $sc / $sb" | bc)"
+echo "speed (d) vs (a): $(echo "scale=2; $a_secs / $d_secs" | bc)x   size (d)/(a): $(echo "scale=3; $sd / $sa" | bc)"
+echo "outputs equal to the zerofreed image (qemu-img compare): $ok"
+[ -n "${KEEP:-}" ] || rm -f zf.raw a.qcow2 b.qcow2 c.qcow2 d.qcow2 time.*
