@@ -192,6 +192,18 @@ mod tests {
     }
 
     #[test]
+    fn docs_list_every_operation() {
+        let doc = include_str!("../../../../docs/operations.md");
+        for o in catalogue() {
+            assert!(
+                doc.contains(&format!("| `{}` |", o.name)),
+                "{} undocumented",
+                o.name
+            );
+        }
+    }
+
+    #[test]
     fn selection() {
         let s = Selection::parse("defaults,-ssh-hostkeys,firewall-rules").unwrap();
         let r = s.resolve();
