@@ -85,3 +85,15 @@ fn one_line(e: &anyhow::Error) -> String {
     }
     line
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks (unique short options, valid defaults…) over every
+    /// subcommand: a clash would otherwise only show when a user runs that subcommand.
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -177,7 +177,11 @@ impl FatGeometry {
                 12 => {
                     let at = (c as usize * 3) / 2;
                     let v = le16(&fat, at);
-                    if c.is_multiple_of(2) { v & 0xFFF } else { v >> 4 }
+                    if c.is_multiple_of(2) {
+                        v & 0xFFF
+                    } else {
+                        v >> 4
+                    }
                 }
                 16 => le16(&fat, c as usize * 2),
                 _ => le32(&fat, c as usize * 4) & 0x0FFF_FFFF,

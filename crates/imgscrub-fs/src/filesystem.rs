@@ -89,8 +89,13 @@ pub trait Filesystem {
 
     fn create(&mut self, dir: NodeId, name: &[u8], attr: &NewAttr) -> Result<NodeId>;
     fn mkdir(&mut self, dir: NodeId, name: &[u8], attr: &NewAttr) -> Result<NodeId>;
-    fn symlink(&mut self, dir: NodeId, name: &[u8], target: &[u8], attr: &NewAttr)
-    -> Result<NodeId>;
+    fn symlink(
+        &mut self,
+        dir: NodeId,
+        name: &[u8],
+        target: &[u8],
+        attr: &NewAttr,
+    ) -> Result<NodeId>;
     fn write(&mut self, node: NodeId, offset: u64, data: &[u8]) -> Result<()>;
     fn truncate(&mut self, node: NodeId, size: u64) -> Result<()>;
     /// Remove a non-directory entry.
@@ -141,7 +146,9 @@ pub trait Filesystem {
     /// deep tree cannot overflow the stack. Returns the number of entries removed.
     fn remove_tree(&mut self, dir: NodeId, name: &[u8]) -> Result<u64> {
         let Some(top) = self.lookup(dir, name)? else {
-            return Err(FsError::NotFound(String::from_utf8_lossy(name).into_owned()));
+            return Err(FsError::NotFound(
+                String::from_utf8_lossy(name).into_owned(),
+            ));
         };
         if self.stat(top)?.file_type != FileType::Directory {
             self.unlink(dir, name)?;

@@ -93,8 +93,11 @@ impl HostDir {
     fn apply_new_attr(&self, path: &Path, attr: &NewAttr, is_link: bool) -> Result<()> {
         let shown = path.display().to_string();
         if !is_link {
-            fs::set_permissions(path, fs::Permissions::from_mode(u32::from(attr.perm & 0o7777)))
-                .map_err(io_err(format!("chmod {shown}")))?;
+            fs::set_permissions(
+                path,
+                fs::Permissions::from_mode(u32::from(attr.perm & 0o7777)),
+            )
+            .map_err(io_err(format!("chmod {shown}")))?;
         }
         std::os::unix::fs::lchown(path, Some(attr.uid), Some(attr.gid))
             .map_err(io_err(format!("chown {shown}")))?;
@@ -312,7 +315,8 @@ impl Filesystem for HostDir {
 
     fn unlink(&mut self, dir: NodeId, name: &[u8]) -> Result<()> {
         let (abs, _) = self.child(dir, name)?;
-        let m = fs::symlink_metadata(&abs).map_err(|_| FsError::NotFound(abs.display().to_string()))?;
+        let m =
+            fs::symlink_metadata(&abs).map_err(|_| FsError::NotFound(abs.display().to_string()))?;
         if m.is_dir() {
             return Err(FsError::IsADirectory(abs.display().to_string()));
         }
@@ -321,7 +325,8 @@ impl Filesystem for HostDir {
 
     fn rmdir(&mut self, dir: NodeId, name: &[u8]) -> Result<()> {
         let (abs, _) = self.child(dir, name)?;
-        let m = fs::symlink_metadata(&abs).map_err(|_| FsError::NotFound(abs.display().to_string()))?;
+        let m =
+            fs::symlink_metadata(&abs).map_err(|_| FsError::NotFound(abs.display().to_string()))?;
         if !m.is_dir() {
             return Err(FsError::NotADirectory(abs.display().to_string()));
         }

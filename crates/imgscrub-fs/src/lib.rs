@@ -4,13 +4,16 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod ext4;
 pub mod fat;
 pub mod filesystem;
+pub mod guest;
 pub mod hostdir;
 pub mod probe;
 pub mod resolve;
 
-pub use filesystem::{Entry, Filesystem, FsError, FsKind, Meta, NodeId, Result};
+pub use ext4::Ext4;
 pub use fat::FatFs;
+pub use filesystem::{Entry, Filesystem, FsError, FsKind, Meta, NodeId, Result};
 pub use hostdir::HostDir;
 pub use resolve::{Resolved, resolve, resolve_entry};

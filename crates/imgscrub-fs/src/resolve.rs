@@ -27,7 +27,8 @@ fn display(path: &[u8]) -> String {
 
 /// Split into components, dropping empty ones and ".".
 fn components(path: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
-    path.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".")
+    path.split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
 }
 
 /// Resolve `path` (absolute or relative to the root) to an existing node. With
@@ -110,8 +111,7 @@ pub fn resolve_entry(fs: &dyn Filesystem, path: &[u8], follow_last: bool) -> Res
                 if target.first() == Some(&b'/') {
                     chain.truncate(1);
                 }
-                let target_comps: Vec<Vec<u8>> =
-                    components(&target).map(<[u8]>::to_vec).collect();
+                let target_comps: Vec<Vec<u8>> = components(&target).map(<[u8]>::to_vec).collect();
                 if target_comps.is_empty() {
                     // "/" (or "/./"): the link points at the root.
                     if last {
