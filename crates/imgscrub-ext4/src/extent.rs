@@ -705,9 +705,21 @@ struct Found {
 }
 
 fn find(ctx: &mut dyn MapCtx, fm: &FileMap<'_>, lblk: u64) -> Result<Found> {
-    let mut path = find_path(ctx, fm, lblk)?;
-    let next_leaf = next_leaf_start(&path);
-    let v = leaf_entries(&mut path)?;
+    let path = find_path(ctx, fm, lblk)?;
+    find_in(&path, lblk)
+}
+
+/// [`Found`] for `lblk` from a path loaded for it.
+fn find_in(path: &[Level], lblk: u64) -> Result<Found> {
+    let next_leaf = next_leaf_start(path);
+    let v = match path.last().map(|l| &l.node.entries) {
+        Some(Entries::Leaf(v)) => v,
+        _ => {
+            return Err(Ext4Error::InvalidArgument(
+                "extent path does not end in a leaf".into(),
+            ));
+        }
+    };
     let mut goal = None;
     for e in v.iter() {
         if e.lblk > lblk {
@@ -999,7 +1011,17 @@ fn strict_node(
 
 /// Insert `e` (which lies in a hole) into the tree.
 fn insert(ctx: &mut dyn MapCtx, fm: &mut FileMap<'_>, e: Leaf) -> Result<()> {
-    let mut path = find_path(ctx, fm, e.lblk)?;
+    let path = find_path(ctx, fm, e.lblk)?;
+    insert_at(ctx, fm, path, e)
+}
+
+/// Insert `e` through `path`, loaded for `e.lblk`.
+fn insert_at(
+    ctx: &mut dyn MapCtx,
+    fm: &mut FileMap<'_>,
+    mut path: Vec<Level>,
+    e: Leaf,
+) -> Result<()> {
     let v = leaf_entries(&mut path)?;
     let pos = v.iter().position(|x| x.lblk > e.lblk).unwrap_or(v.len());
     if let Some(p) = pos.checked_sub(1).and_then(|p| v.get(p))
@@ -1014,9 +1036,15 @@ fn insert(ctx: &mut dyn MapCtx, fm: &mut FileMap<'_>, e: Leaf) -> Result<()> {
     commit(ctx, fm, path, pos)
 }
 
-/// Replace the extent containing `at` by `pieces` (already sorted, covering a subset of it).
-fn replace(ctx: &mut dyn MapCtx, fm: &mut FileMap<'_>, at: u64, pieces: &[Leaf]) -> Result<()> {
-    let mut path = find_path(ctx, fm, at)?;
+/// Replace the extent containing `at` by `pieces` (already sorted, covering a subset of it),
+/// through `path`, loaded for `at`.
+fn replace_at(
+    ctx: &mut dyn MapCtx,
+    fm: &mut FileMap<'_>,
+    mut path: Vec<Level>,
+    at: u64,
+    pieces: &[Leaf],
+) -> Result<()> {
     let v = leaf_entries(&mut path)?;
     let Some(pos) = v.iter().position(|x| x.lblk <= at && at < x.end()) else {
         return Err(Ext4Error::InvalidArgument("no extent to replace".into()));
@@ -1037,7 +1065,9 @@ pub(crate) fn allocate(
     let mut cur = lblk;
     let mut next_goal = goal;
     while cur < end {
-        let f = find(ctx, fm, cur)?;
+        // One path load per step: it answers the lookup and then takes the edit.
+        let path = find_path(ctx, fm, cur)?;
+        let f = find_in(&path, cur)?;
         if let Some(e) = f.ext {
             let n = (e.end() - cur).min(end - cur);
             if e.uninit && mode == AllocMode::Write {
@@ -1060,7 +1090,7 @@ pub(crate) fn allocate(
                         uninit: true,
                     });
                 }
-                replace(ctx, fm, cur, &pieces)?;
+                replace_at(ctx, fm, path, cur, &pieces)?;
                 runs.push(NewRun {
                     lblk: cur,
                     pblk: e.pblk + off,
@@ -1089,7 +1119,7 @@ pub(crate) fn allocate(
                 "allocator returned blocks {p}+{got} outside the filesystem"
             )));
         }
-        if let Err(err) = insert(ctx, fm, e) {
+        if let Err(err) = insert_at(ctx, fm, path, e) {
             let _ = mapping::free_counted(ctx, fm, p, got);
             return Err(err);
         }
