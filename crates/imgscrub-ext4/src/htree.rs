@@ -399,7 +399,7 @@ fn parse_dx_entries(
 
 fn read_block(d: &mut dyn DirBlocks, lblk: u32) -> Result<Vec<u8>> {
     let b = d.read(lblk)?;
-    if b.len() != d.block_size() as usize {
+    if b.len() != d.block_size() as usize || b.len() < 1024 {
         return Err(dx_corrupt(d, lblk, format!("read {} bytes", b.len())));
     }
     Ok(b)
@@ -413,7 +413,7 @@ pub fn read_root(d: &mut dyn DirBlocks) -> Result<(RootInfo, DxBlock)> {
         && rd16(&raw, 4) == 12
         && raw.get(6) == Some(&1)
         && raw.get(8) == Some(&b'.');
-    let dotdot_ok = rd16(&raw, 16) as usize == bs - 12
+    let dotdot_ok = rd16(&raw, 16) as usize == bs.saturating_sub(12)
         && raw.get(18) == Some(&2)
         && raw.get(20..22) == Some(b"..");
     if !dot_ok || !dotdot_ok {
@@ -502,7 +502,11 @@ fn new_root(d: &dyn DirBlocks, self_ino: u32, parent: u32, hash_version: u8) -> 
     wr16(
         &mut raw,
         16,
-        if bs >= 65536 { 65535 } else { (bs - 12) as u16 },
+        if bs >= 65536 {
+            65535
+        } else {
+            bs.saturating_sub(12) as u16
+        },
     );
     raw[18] = 2;
     raw[19] = ft;
@@ -961,6 +965,9 @@ pub fn make_indexed(
     let seed = d.csum_seed();
     let bs = d.block_size() as usize;
     let hp = d.hash();
+    if bs < 1024 {
+        return Err(dx_corrupt(d, 0, format!("block size {bs}")));
+    }
     if hp.default_version > DX_HASH_TEA {
         return Err(Ext4Error::Unsupported(format!(
             "default hash version {}",
