@@ -26,9 +26,17 @@ pub fn max_lblk(block_size: u32) -> u64 {
     (12 + p + p * p + p * p * p).min(1 << 32)
 }
 
-/// Pointers per indirect block.
-fn ptrs_per_block(ctx: &dyn MapCtx) -> u64 {
-    u64::from(ctx.block_size() / 4)
+/// Pointers per indirect block (block sizes below 64 bytes are refused: a span of 0 would
+/// divide by zero).
+fn ptrs_per_block(ctx: &dyn MapCtx) -> Result<u64> {
+    let p = u64::from(ctx.block_size() / 4);
+    if p < 16 {
+        return Err(Ext4Error::InvalidArgument(format!(
+            "block size {} is too small for a block map",
+            ctx.block_size()
+        )));
+    }
+    Ok(p)
 }
 
 fn span(p: u64, level: u32) -> u64 {
@@ -102,7 +110,7 @@ fn read_ind(ctx: &mut dyn MapCtx, pblk: u32) -> Result<Vec<u32>> {
 }
 
 pub(crate) fn map(ctx: &mut dyn MapCtx, fm: &mut FileMap<'_>, lblk: u64) -> Result<Mapping> {
-    let p = ptrs_per_block(ctx);
+    let p = ptrs_per_block(ctx)?;
     let hole = |len: u64| Mapping {
         lblk,
         len: len.max(1),
@@ -208,7 +216,7 @@ fn walk_all(
     data: &mut dyn FnMut(u64, u64),
     meta: &mut dyn FnMut(u64),
 ) -> Result<()> {
-    let p = ptrs_per_block(ctx);
+    let p = ptrs_per_block(ctx)?;
     let w = ib_words(fm.i_block);
     for (range, level, base) in regions(p) {
         let arr = w.get(range).unwrap_or(&[]);
@@ -384,7 +392,7 @@ pub(crate) fn allocate(
     goal: u64,
     _mode: AllocMode,
 ) -> Result<Vec<NewRun>> {
-    let p = ptrs_per_block(ctx);
+    let p = ptrs_per_block(ctx)?;
     let mut goal = goal;
     if lblk > 0
         && let Some(pb) = map(ctx, fm, lblk - 1)?.pblk
@@ -496,7 +504,7 @@ fn punch_array(
 }
 
 pub(crate) fn punch(ctx: &mut dyn MapCtx, fm: &mut FileMap<'_>, from: u64, to: u64) -> Result<()> {
-    let p = ptrs_per_block(ctx);
+    let p = ptrs_per_block(ctx)?;
     let mut w = ib_words(fm.i_block);
     let mut frees: Vec<u64> = Vec::new();
     for (range, level, base) in regions(p) {
