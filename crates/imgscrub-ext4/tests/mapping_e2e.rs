@@ -400,3 +400,59 @@ fn mapping_e2e_symlinks() {
         assert_e2fsck_clean(&image);
     }
 }
+
+/// Preallocated (uninitialized) extents made by debugfs `fallocate`: writing into the middle
+/// converts part of an extent (split in three), reads of the rest stay zeros, truncating
+/// cuts through initialized and uninitialized extents alike.
+#[test]
+fn mapping_e2e_uninit_extents() {
+    require_tools!("mke2fs", "debugfs", "e2fsck");
+    for variant in ["default", "b1024"] {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let head = random_bytes(20_000, 1);
+        std::fs::write(src.join("f"), &head).unwrap();
+        let image = dir.path().join("img");
+        assert!(make_ext4(variant, &src, &image, 32));
+        let bs: usize = if variant == "b1024" { 1024 } else { 4096 };
+        let first_free_lblk = 20_000usize.div_ceil(bs);
+        run_ok(
+            Command::new("debugfs")
+                .arg("-w")
+                .arg("-R")
+                .arg(format!("fallocate /f {first_free_lblk} 400"))
+                .arg(&image),
+        );
+        assert!(debugfs(&image, "ex /f").contains("Uninit"));
+        let mut want = head.clone();
+        let mut fs = open_rw(&image);
+        let ino = fs.lookup_path(b"/f").unwrap();
+        let off = 100 * bs + 123;
+        let data = random_bytes(10 * bs, 2);
+        fs.write(ino, off as u64, &data).unwrap();
+        want.resize(off, 0);
+        want.extend_from_slice(&data);
+        assert!(fs.read_to_vec(ino).unwrap() == want);
+        fs.flush().unwrap();
+        drop(fs);
+        assert_e2fsck_clean(&image);
+        assert!(dump(&image, "/f", dir.path()) == want, "{variant}");
+        let ex = debugfs(&image, "ex /f");
+        assert_eq!(ex.matches("Uninit").count(), 2, "{ex}");
+
+        for new_len in [105 * bs + 7, 50 * bs + 1, 3] {
+            let mut fs = open_rw(&image);
+            fs.truncate(ino, new_len as u64).unwrap();
+            fs.flush().unwrap();
+            drop(fs);
+            want.truncate(new_len);
+            assert_e2fsck_clean(&image);
+            assert!(
+                dump(&image, "/f", dir.path()) == want,
+                "{variant} {new_len}"
+            );
+        }
+        assert!(!debugfs(&image, "ex /f").contains("Uninit"));
+    }
+}
