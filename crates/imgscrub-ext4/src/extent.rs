@@ -915,7 +915,7 @@ pub fn needs_optimize(ctx: &mut dyn MapCtx, fm: &FileMap<'_>) -> Result<bool> {
 /// Repack the tree when e2fsck would suggest it: the extents are inserted in order into a
 /// new tree (full nodes), built in fresh blocks while the old tree is still intact; only
 /// then `i_block` switches over and the old tree blocks are freed. Returns whether it
-/// rebuilt. On `NoSpace` the old tree stays as it was.
+/// rebuilt. Without room for the new tree it returns `Ok(false)` and the old tree stays.
 pub(crate) fn optimize(ctx: &mut dyn MapCtx, fm: &mut FileMap<'_>) -> Result<bool> {
     let root = read_root(ctx, fm)?;
     if root.depth == 0 {
@@ -943,7 +943,11 @@ pub(crate) fn optimize(ctx: &mut dyn MapCtx, fm: &mut FileMap<'_>) -> Result<boo
             }
         }
         fm.blocks_delta = fm.blocks_delta.saturating_add(nfm.blocks_delta);
-        return Err(e);
+        // Repacking is optional: no room for the new tree just means "not now".
+        return match e {
+            Ext4Error::NoSpace(_) => Ok(false),
+            e => Err(e),
+        };
     }
     let delta = nfm.blocks_delta;
     let mut ib = *nfm.i_block;

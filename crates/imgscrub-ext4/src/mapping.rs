@@ -286,6 +286,8 @@ pub fn metadata_blocks(ctx: &mut dyn MapCtx, fm: &mut FileMap<'_>) -> Result<Vec
 /// filled. Returns whether the tree was rebuilt; a no-op (`false`) for depth-0 trees, block
 /// maps and inline files. Cost: one walk of the tree, plus the rebuild when needed. Core calls
 /// it once per touched extent-mapped inode after an operation (write, truncate) or at flush.
+/// A full filesystem is not an error here (`Ok(false)`, the tree stays as it was); errors
+/// are I/O and corruption only.
 pub fn optimize(ctx: &mut dyn MapCtx, fm: &mut FileMap<'_>) -> Result<bool> {
     match fm.kind {
         MapKind::Extents => crate::extent::optimize(ctx, fm),

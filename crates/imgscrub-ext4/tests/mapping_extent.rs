@@ -417,10 +417,7 @@ fn mapping_extent_optimize_nospace_keeps_old_tree() {
     let before = *fm.i_block;
     for budget in [0, 1, 3, 10] {
         ctx.fail_after = Some(budget);
-        assert!(matches!(
-            mapping::optimize(&mut ctx, &mut fm),
-            Err(Ext4Error::NoSpace(_))
-        ));
+        assert!(!mapping::optimize(&mut ctx, &mut fm).unwrap());
         ctx.fail_after = None;
         assert_eq!(*fm.i_block, before);
         check_model(&mut ctx, &mut fm, &model);
