@@ -263,6 +263,15 @@ pub enum Edit {
         /// Host name (template, e.g. `{{hostname}}`).
         remove_hostname: String,
     },
+    /// Insert `prepend_if_missing` as the first line unless a line equals it (or matches
+    /// `matching`); for files where order matters (sshd_config's `Match` blocks).
+    PrependIfMissing {
+        /// Line to insert.
+        prepend_if_missing: String,
+        /// Regex; a matching line counts as present.
+        #[serde(default, rename = "match")]
+        matching: Option<String>,
+    },
     /// Append a line unconditionally (pair with `skip_if_contains`).
     Append {
         /// Line.

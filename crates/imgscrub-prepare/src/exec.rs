@@ -188,7 +188,19 @@ fn label(fs: &mut dyn Filesystem, plan: &Plan, parent: NodeId, node: NodeId) -> 
 }
 
 fn apply(fs: &mut dyn Filesystem, plan: &Plan, s: &Step) -> Result<()> {
-    let r = resolve_entry(fs, &s.raw, false)?;
+    let r = match resolve_entry(fs, &s.raw, false) {
+        Ok(r) => r,
+        // Removals and attribute changes of something already gone are done.
+        Err(FsError::NotFound(_) | FsError::NotADirectory(_))
+            if matches!(
+                s.op,
+                StepOp::Delete { .. } | StepOp::Truncate { .. } | StepOp::SetAttr { .. }
+            ) =>
+        {
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
     if r.name.is_empty() {
         // The root itself: never removed or replaced.
         return Ok(());

@@ -1307,6 +1307,24 @@ impl Planner<'_, '_> {
                         trailing = true;
                     }
                 }
+                Edit::PrependIfMissing {
+                    prepend_if_missing,
+                    matching,
+                } => {
+                    let line = self.render(prepend_if_missing);
+                    let re = match matching {
+                        Some(m) => Some(self.regex(m)?),
+                        None => None,
+                    };
+                    let present = lines.iter().any(|l| {
+                        l.trim_ascii_end() == line.as_bytes()
+                            || re.as_ref().is_some_and(|r| r.is_match(l))
+                    });
+                    if !present {
+                        lines.insert(0, line.into_bytes());
+                        trailing = true;
+                    }
+                }
                 Edit::Append { append } => {
                     lines.push(self.render(append).into_bytes());
                     trailing = true;
