@@ -1096,7 +1096,7 @@ impl<D: BlockDev> Ext4Fs<D> {
             match m.pblk {
                 Some(p) if !m.uninit => {
                     // Read whole blocks covering the span, then copy the wanted bytes.
-                    let first_b = p + (lblk - m.lblk);
+                    let first_b = p.saturating_add(lblk - m.lblk);
                     let in_off = (pos % bs) as usize;
                     let nblocks = (in_off + dst.len()).div_ceil(bs as usize);
                     let mut tmp = vec![0u8; nblocks * bs as usize];
@@ -1183,7 +1183,7 @@ impl<D: BlockDev> Ext4Fs<D> {
                 w => w,
             };
             let max = u16::try_from(isz - 128).unwrap_or(u16::MAX);
-            inode.set_extra_isize(want.min(max).min(32) & !3);
+            inode.set_extra_isize(want.min(max).max(4) & !3);
         }
         inode.set_mode(mode);
         inode.set_uid(attr_uid);
@@ -1379,7 +1379,8 @@ impl<D: BlockDev> Ext4Fs<D> {
             return Ok(1);
         }
         let n = links.saturating_add(1);
-        if n >= LINK_MAX {
+        // e2fsck counts up to LINK_MAX exactly and expects 1 only beyond it.
+        if n > LINK_MAX {
             if self.sb.has_ro_compat(ro_compat::DIR_NLINK) {
                 return Ok(1);
             }
@@ -1748,7 +1749,7 @@ impl<D: BlockDev> Ext4Fs<D> {
             };
             let run_end = m.lblk.saturating_add(m.len).min(last + 1).max(lblk + 1);
             while lblk < run_end {
-                let p = p0 + (lblk - m.lblk);
+                let p = p0.saturating_add(lblk - m.lblk);
                 let bstart = lblk * bs;
                 let from = offset.max(bstart);
                 let to = end.min(bstart + bs);

@@ -268,3 +268,28 @@ fn many_files_in_one_directory() {
         );
     }
 }
+
+#[test]
+fn dir_nlink_beyond_65000_subdirectories() {
+    imgscrub_testkit::require_tools!("mke2fs", "e2fsck");
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let opts = ["-t", "ext4", "-b", "1024", "-N", "70000", "-I", "128"];
+    let Some(img) = image_with(&opts, &src, &tmp.path().join("nlink.img"), 160) else {
+        return;
+    };
+    let mut fs = open_rw(&img);
+    let top = fs.mkdir(fs.root(), b"top", &attr(0o755)).unwrap();
+    for i in 0..64_998u32 {
+        fs.mkdir(top, format!("{i}").as_bytes(), &attr(0o755))
+            .unwrap();
+    }
+    assert_eq!(fs.stat(top).unwrap().nlink, 65_000);
+    checkpoint(&mut fs, &img, "65000 links");
+    fs.mkdir(top, b"one-more", &attr(0o755)).unwrap();
+    assert_eq!(fs.stat(top).unwrap().nlink, 1);
+    fs.mkdir(top, b"two-more", &attr(0o755)).unwrap();
+    assert_eq!(fs.stat(top).unwrap().nlink, 1);
+    checkpoint(&mut fs, &img, "beyond LINK_MAX");
+}

@@ -227,3 +227,33 @@ fn features_and_states_we_do_not_maintain_are_refused() {
         Err(Ext4Error::Corrupt { .. })
     ));
 }
+
+#[test]
+fn mmp_casefold_encrypt_are_read_only() {
+    imgscrub_testkit::require_tools!("mke2fs");
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    build_tree(&src);
+    for (feature, word) in [
+        ("mmp", "mmp"),
+        ("casefold", "casefold"),
+        ("encrypt", "encrypt"),
+    ] {
+        let out = tmp.path().join(format!("{feature}.img"));
+        let opts = ["-t", "ext4", "-b", "4096", "-O", feature];
+        let Some(img) = image_with(&opts, &src, &out, 16) else {
+            return;
+        };
+        let before = std::fs::read(&img).unwrap();
+        match open(&img, true) {
+            Err(Ext4Error::ReadOnly(why)) => assert!(why.contains(word), "{feature}: {why}"),
+            other => panic!("{feature}: {other:?}"),
+        }
+        assert_eq!(std::fs::read(&img).unwrap(), before, "{feature}");
+        let fs = open(&img, false).unwrap();
+        assert_eq!(
+            fs.read_to_vec(fs.lookup_path(b"/one").unwrap()).unwrap(),
+            b"1"
+        );
+    }
+}
