@@ -4,6 +4,7 @@
 //! struct and a `run` function.
 
 mod cmd;
+mod progress;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -29,6 +30,14 @@ struct Cli {
 enum Command {
     /// Show an image's format, backing chain, partitions and filesystems (reads only).
     Inspect(cmd::inspect::Args),
+    /// Scrub an image with a profile (in place, or into a new image with --output).
+    Prepare(cmd::prepare::Args),
+    /// List the operations profiles are made of.
+    ListOperations(cmd::prepare::ListArgs),
+    /// Zero the free space of every filesystem, swap area and partition gap, in place.
+    Sparsify(cmd::shrink::SparsifyArgs),
+    /// Convert to compressed qcow2 or sparse raw, on every core.
+    Convert(cmd::shrink::ConvertArgs),
     /// List a directory of the guest (root filesystem found automatically).
     Ls(cmd::files::LsArgs),
     /// Print a guest file to standard output.
@@ -51,6 +60,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => cmd::inspect::run(&args),
+        Command::Prepare(args) => cmd::prepare::run(&args),
+        Command::ListOperations(args) => cmd::prepare::list(&args),
+        Command::Sparsify(args) => cmd::shrink::sparsify(&args),
+        Command::Convert(args) => cmd::shrink::convert(&args),
         Command::Ls(args) => cmd::files::ls(&args),
         Command::Cat(args) => cmd::files::cat(&args),
         Command::Stat(args) => cmd::files::stat(&args),

@@ -2,6 +2,8 @@
 
 pub mod files;
 pub mod inspect;
+pub mod prepare;
+pub mod shrink;
 
 /// `1536` → `1.5 KiB`; exact bytes under 1 KiB.
 pub fn human_size(n: u64) -> String {

@@ -33,6 +33,21 @@ pub enum Error {
         /// What is there instead.
         detail: String,
     },
+    /// A filesystem inside the image could not be opened, read or edited.
+    #[error(transparent)]
+    Filesystem(#[from] imgscrub_fs::FsError),
+    /// The prepare engine refused the profile or failed.
+    #[error(transparent)]
+    Prepare(#[from] imgscrub_prepare::PrepareError),
+    /// Zeroing free space or converting failed.
+    #[error(transparent)]
+    Shrink(#[from] imgscrub_shrink::ShrinkError),
+    /// Writing was asked of an image opened read-only.
+    #[error("{}: opened read-only; open it for writing to change it", path.display())]
+    ReadOnly {
+        /// The image.
+        path: PathBuf,
+    },
 }
 
 /// Result with [`Error`].

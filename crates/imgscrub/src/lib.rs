@@ -18,6 +18,7 @@
 mod error;
 mod image;
 mod inspect;
+mod work;
 
 pub use error::{Error, Result};
 pub use image::{Format, Image, OpenOptions};
@@ -25,7 +26,13 @@ pub use inspect::{
     BackingFile, ExtFeaturesInfo, FilesystemInfo, Inspection, PartitionInfo, TableInfo,
 };
 
+pub use work::{Guest, PrepareOutcome};
+
 /// The block layer, for callers that need the raw device ([`Image::device`]).
 pub use imgscrub_disk as disk;
 /// Filesystem detection and the filesystem layer.
 pub use imgscrub_fs as fs;
+/// The prepare engine: profiles, options, reports.
+pub use imgscrub_prepare as prepare;
+/// Free-space zeroing and conversion.
+pub use imgscrub_shrink as shrink;

@@ -1,0 +1,193 @@
+//! `imgscrub prepare` and `imgscrub list-operations`.
+
+use super::human_size;
+use crate::progress::Bar;
+use anyhow::{Context, Result, bail};
+use imgscrub::prepare::{
+    MachineIdPolicy, Options, Profile, Selection, builtin_names, list_operations,
+    list_operations_text,
+};
+use imgscrub::{Format, Image, OpenOptions};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use super::shrink::OutputArgs;
+
+/// Arguments of `imgscrub prepare`.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "\
+Examples:
+  imgscrub prepare disk.qcow2 --profile linux --dry-run
+      list every path that would be deleted, truncated, created or edited; write nothing
+  imgscrub prepare disk.qcow2 --profile lx-centos
+      scrub the image in place and add what SmartOS LX zones need
+  imgscrub prepare in.qcow2 --profile linux --output out.qcow2 --compress zstd
+      one pass: in.qcow2 is only read; out.qcow2 is scrubbed, free space zeroed, compressed
+  imgscrub prepare disk.qcow2 --profile ./site.toml --json > report.json
+      a profile of your own (it can `extends = [\"linux\"]`), report as JSON
+
+Profiles: linux, lx-centos, lx-debian, lx-ubuntu, lx-alpine, or a TOML file (docs/profiles.md).
+Operations: `imgscrub list-operations` (docs/operations.md).
+In place, every change is staged first and written only when the whole profile succeeded.")]
+pub struct Args {
+    /// The disk image (raw or qcow2).
+    pub image: PathBuf,
+    /// A built-in profile name or the path of a profile TOML file.
+    #[arg(long, short = 'P', default_value = "linux")]
+    pub profile: String,
+    /// Plan only: print what would change, leave the image byte-identical.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// machine-id policy: `empty` (a new ID at first boot), `uninitialized` (also runs
+    /// systemd's first-boot units) or `keep`.
+    #[arg(long, value_name = "POLICY", default_value = "empty")]
+    pub machine_id: String,
+    /// Operations to run instead of the profile's, like virt-sysprep: `a,b`, `defaults,-c`, `all`.
+    #[arg(long, value_name = "LIST")]
+    pub operations: Option<String>,
+    /// Apply a distribution-specific profile to another distribution anyway.
+    #[arg(long)]
+    pub force: bool,
+    /// Prepare this partition instead of the root filesystem found automatically.
+    #[arg(long, value_name = "N")]
+    pub partition: Option<u32>,
+    /// Do not detect the format: read the image as `raw` or `qcow2`.
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<Format>,
+    /// Write the prepared image here (the input is only read) instead of editing in place.
+    #[arg(long, short = 'o', value_name = "OUT")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: OutputArgs,
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+fn load_profile(spec: &str) -> Result<Profile> {
+    let looks_like_file = spec.contains('/') || spec.ends_with(".toml");
+    if looks_like_file {
+        let text = std::fs::read_to_string(spec)
+            .with_context(|| format!("reading profile file {spec}"))?;
+        let name = std::path::Path::new(spec)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| spec.to_owned());
+        return Ok(Profile::from_toml(
+            &name,
+            &text,
+            &Profile::builtin_resolver,
+        )?);
+    }
+    if !builtin_names().contains(&spec) {
+        bail!(
+            "unknown profile {spec:?}: built-in profiles are {}; a file path must contain '/' or end in .toml",
+            builtin_names().join(", ")
+        );
+    }
+    Ok(Profile::builtin(spec)?)
+}
+
+pub fn run(a: &Args) -> Result<()> {
+    let profile = load_profile(&a.profile)?;
+    let opts = Options {
+        machine_id: a
+            .machine_id
+            .parse::<MachineIdPolicy>()
+            .map_err(|e| anyhow::anyhow!("--machine-id: {e}"))?,
+        operations: a.operations.as_deref().map(Selection::parse).transpose()?,
+        force: a.force,
+        dry_run: a.dry_run,
+        ..Options::default()
+    };
+    if a.output.is_some() && a.dry_run {
+        bail!("--dry-run and --output do not go together (a dry run writes nothing)");
+    }
+    let start = Instant::now();
+    let Some(out) = &a.output else {
+        let img = Image::open(
+            &a.image,
+            OpenOptions {
+                write: !a.dry_run,
+                format: a.format,
+            },
+        )?;
+        let outcome = img.prepare(&profile, &opts, a.partition)?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&outcome)?);
+        } else {
+            print!("{}", outcome.report.to_text());
+            let steps = outcome.report.steps.len();
+            if a.dry_run {
+                eprintln!(
+                    "{}: dry run, {steps} steps planned, nothing written",
+                    a.image.display()
+                );
+            } else {
+                eprintln!(
+                    "{}: {steps} steps, {} of the image changed in {:.2} s",
+                    a.image.display(),
+                    human_size(outcome.bytes_changed),
+                    start.elapsed().as_secs_f64()
+                );
+            }
+        }
+        return Ok(());
+    };
+    if out == &a.image {
+        bail!("--output must differ from the input (for in-place preparation, leave --output out)");
+    }
+    let img = Image::open(
+        &a.image,
+        OpenOptions {
+            write: false,
+            format: a.format,
+        },
+    )?;
+    let copts = a.out.convert_options()?;
+    let bar = Bar::new(a.quiet || a.json);
+    let (outcome, conv) = img.prepare_to(&profile, &opts, a.partition, out, &copts, &bar)?;
+    if a.json {
+        let v = serde_json::json!({
+            "prepare": outcome,
+            "convert": super::shrink::convert_json(&conv),
+            "seconds": start.elapsed().as_secs_f64(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", outcome.report.to_text());
+        eprintln!(
+            "{} -> {}: {} written ({} of the guest never read) in {:.2} s",
+            a.image.display(),
+            out.display(),
+            human_size(conv.bytes_written),
+            human_size(conv.bytes_skipped),
+            start.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// Arguments of `imgscrub list-operations`.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "\
+Examples:
+  imgscrub list-operations            name, * when on by default, description
+  imgscrub list-operations --json")]
+pub struct ListArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn list(a: &ListArgs) -> Result<()> {
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&list_operations())?);
+    } else {
+        print!("{}", list_operations_text());
+    }
+    Ok(())
+}

@@ -1,0 +1,201 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! prepare / convert / sparsify on the bundled sample image (GPT: FAT ESP + ext4 root),
+//! checked with e2fsck, zerofree, qemu-img check/compare.
+
+use imgscrub_testkit::{assert_e2fsck_clean, fixture, require_tools, run, run_ok, tool};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn imgscrub(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_imgscrub"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = imgscrub(args);
+    assert!(
+        o.status.success(),
+        "imgscrub {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn sample(dir: &Path) -> PathBuf {
+    let p = dir.join("sample.qcow2");
+    std::fs::copy(fixture("sample.qcow2"), &p).unwrap();
+    p
+}
+
+fn bytes(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap()
+}
+
+/// The root partition of a disk image (raw or qcow2) as a file of its own.
+fn root_fs(dir: &Path, disk: &Path) -> PathBuf {
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["inspect", "--json", disk.to_str().unwrap()])).unwrap();
+    let part = v["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["filesystem"]["type"] == "ext4")
+        .unwrap()
+        .clone();
+    let (start, size) = (
+        part["start"].as_u64().unwrap(),
+        part["size"].as_u64().unwrap(),
+    );
+    let raw = dir.join("whole.raw");
+    run_ok(
+        tool("qemu-img")
+            .args(["convert", "-O", "raw"])
+            .arg(disk)
+            .arg(&raw),
+    );
+    let data = bytes(&raw);
+    let out = dir.join("root.ext4");
+    std::fs::write(&out, &data[start as usize..(start + size) as usize]).unwrap();
+    out
+}
+
+fn zerofree_nonzero(fs: &Path) -> u64 {
+    let o = run(tool("zerofree").arg("-n").arg("-v").arg(fs));
+    let out = String::from_utf8_lossy(&o.stdout);
+    // "<nonzero>/<free>/<total>"
+    out.trim()
+        .rsplit('\n')
+        .next()
+        .and_then(|l| l.split('/').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("zerofree output: {out}"))
+}
+
+#[test]
+fn prepare_dry_run_in_place_and_idempotent() {
+    require_tools!("qemu-img", "e2fsck", "debugfs");
+    let t = tempfile::tempdir().unwrap();
+    let img = sample(t.path());
+    let s = img.to_str().unwrap();
+    let before = bytes(&img);
+    let plan = ok(&["prepare", s, "--profile", "linux", "--dry-run"]);
+    assert!(plan.contains("/etc/ssh/ssh_host_rsa_key"), "{plan}");
+    assert_eq!(bytes(&img), before, "dry run changed the image");
+
+    let report: serde_json::Value =
+        serde_json::from_str(&ok(&["prepare", s, "--profile", "linux", "--json"])).unwrap();
+    assert!(report["bytes_changed"].as_u64().unwrap() > 0);
+    let fs = root_fs(t.path(), &img);
+    assert_e2fsck_clean(&fs);
+    let ssh = imgscrub_testkit::debugfs(&fs, "ls /etc/ssh");
+    assert!(!ssh.contains("ssh_host_rsa_key"), "{ssh}");
+    assert_eq!(imgscrub_testkit::debugfs(&fs, "cat /etc/machine-id"), "");
+    let qc = run_ok(tool("qemu-img").arg("check").arg(&img));
+    assert!(qc.contains("No errors"), "{qc}");
+
+    // A second run changes nothing at all.
+    let prepared = bytes(&img);
+    let again: serde_json::Value =
+        serde_json::from_str(&ok(&["prepare", s, "--profile", "linux", "--json"])).unwrap();
+    assert_eq!(again["bytes_changed"], 0, "{again}");
+    assert_eq!(bytes(&img), prepared, "second prepare changed the image");
+}
+
+#[test]
+fn prepare_output_one_pass() {
+    require_tools!("qemu-img", "e2fsck", "zerofree");
+    let t = tempfile::tempdir().unwrap();
+    let img = sample(t.path());
+    let out = t.path().join("out.qcow2");
+    let before = bytes(&img);
+    ok(&[
+        "prepare",
+        img.to_str().unwrap(),
+        "--profile",
+        "linux",
+        "--output",
+        out.to_str().unwrap(),
+        "--compress",
+        "zstd",
+        "-q",
+    ]);
+    assert_eq!(bytes(&img), before, "--output wrote to the input");
+    let qc = run_ok(tool("qemu-img").arg("check").arg(&out));
+    assert!(qc.contains("No errors"), "{qc}");
+    let fs = root_fs(t.path(), &out);
+    assert_e2fsck_clean(&fs);
+    assert_eq!(zerofree_nonzero(&fs), 0);
+}
+
+#[test]
+fn convert_is_exact_and_deterministic_and_sparsify_zeroes() {
+    require_tools!("qemu-img", "e2fsck", "zerofree", "fsck.vfat");
+    let t = tempfile::tempdir().unwrap();
+    let img = sample(t.path());
+    let s = img.to_str().unwrap();
+    for algo in ["zstd", "zlib", "none"] {
+        let a = t.path().join(format!("a-{algo}.qcow2"));
+        let b = t.path().join(format!("b-{algo}.qcow2"));
+        ok(&["convert", "-q", "--compress", algo, s, a.to_str().unwrap()]);
+        ok(&["convert", "-q", "--compress", algo, s, b.to_str().unwrap()]);
+        assert_eq!(bytes(&a), bytes(&b), "{algo}: output not deterministic");
+        let qc = run_ok(tool("qemu-img").arg("check").arg(&a));
+        assert!(qc.contains("No errors"), "{qc}");
+        let cmp = run(tool("qemu-img").arg("compare").arg(&img).arg(&a));
+        assert!(
+            cmp.status.success(),
+            "{algo}: {}",
+            String::from_utf8_lossy(&cmp.stdout)
+        );
+    }
+    // Sparsify in place on a raw copy.
+    let raw = t.path().join("disk.raw");
+    ok(&[
+        "convert",
+        "-q",
+        "--to",
+        "raw",
+        "--compress",
+        "none",
+        s,
+        raw.to_str().unwrap(),
+    ]);
+    ok(&["sparsify", "-q", raw.to_str().unwrap()]);
+    let fs = root_fs(t.path(), &raw);
+    assert_e2fsck_clean(&fs);
+    assert_eq!(zerofree_nonzero(&fs), 0);
+}
+
+#[test]
+fn bad_arguments_fail_cleanly() {
+    let t = tempfile::tempdir().unwrap();
+    let img = sample(t.path());
+    let s = img.to_str().unwrap();
+    for args in [
+        vec!["prepare", s, "--profile", "no-such-profile"],
+        vec!["prepare", s, "--machine-id", "bogus"],
+        vec!["prepare", s, "--operations", "not-an-op"],
+        vec!["prepare", s, "--output", s],
+        vec!["convert", s, s],
+        vec![
+            "convert",
+            "--to",
+            "raw",
+            "--compress",
+            "zstd",
+            s,
+            "/tmp/x.raw",
+        ],
+    ] {
+        let o = imgscrub(&args);
+        assert!(!o.status.success(), "{args:?} should fail");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.starts_with("imgscrub: ") || err.contains("error:"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(bytes(&img), std::fs::read(fixture("sample.qcow2")).unwrap());
+}
