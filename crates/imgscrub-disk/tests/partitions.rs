@@ -600,3 +600,61 @@ fn random_mbr_layouts_match_sfdisk() {
         );
     }
 }
+
+/// Recompute the CRCs of the GPT header at `hdr` (512-byte sectors) and of its entry array,
+/// so that damage reaches the validation behind the CRC checks.
+fn fix_gpt_crcs(d: &mut [u8], hdr: usize) {
+    let le32 = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+    let le64 = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    let entries_lba = le64(d, hdr + 72);
+    let n = u64::from(le32(d, hdr + 80));
+    let size = u64::from(le32(d, hdr + 84));
+    if let Some(bytes) = n.checked_mul(size).filter(|b| *b <= 1 << 20)
+        && let Some(off) = entries_lba.checked_mul(512)
+        && off + bytes <= d.len() as u64
+    {
+        let crc = crc32fast::hash(&d[off as usize..(off + bytes) as usize]);
+        d[hdr + 88..hdr + 92].copy_from_slice(&crc.to_le_bytes());
+    }
+    let hsize = (le32(d, hdr + 12) as usize).clamp(92, 512);
+    d[hdr + 16..hdr + 20].fill(0);
+    let crc = crc32fast::hash(&d[hdr..hdr + hsize]);
+    d[hdr + 16..hdr + 20].copy_from_slice(&crc.to_le_bytes());
+}
+
+#[test]
+fn damage_behind_valid_crcs_never_panics() {
+    require_tools!("sgdisk");
+    let dir = tempfile::tempdir().unwrap();
+    let gpt = small_gpt(dir.path());
+    let n = gpt.len();
+    let mut seed = 0x0123_4567_89ab_cdefu64;
+    let mut accepted = 0;
+    for i in 0..4000 {
+        let mut d = gpt.clone();
+        let hdr = if i % 2 == 0 { 512 } else { n - 512 };
+        for _ in 0..1 + rng(&mut seed) % 3 {
+            // Header fields (first 92 bytes) or an entry's LBAs / type.
+            let pos = if rng(&mut seed) & 1 == 0 {
+                hdr + (rng(&mut seed) % 92) as usize
+            } else {
+                let entries = if hdr == 512 { 1024 } else { n - 33 * 512 };
+                entries + (rng(&mut seed) % (4 * 128)) as usize
+            };
+            d[pos] = rng(&mut seed) as u8;
+        }
+        fix_gpt_crcs(&mut d, hdr);
+        let dev = MemDev::from_vec(d);
+        if let Ok(t) = discover(&dev) {
+            accepted += 1;
+            for p in &t.partitions {
+                assert!(p.end() <= dev.len(), "{t:?}");
+                assert!(p.slice(&dev).is_ok());
+            }
+        }
+    }
+    assert!(
+        accepted > 1000,
+        "only {accepted} damaged tables were read at all"
+    );
+}
