@@ -220,6 +220,14 @@ fn refused_features() {
     assert!(e.to_string().contains("qemu-img check -r all"), "{e}");
     assert!(std::fs::read(&path).unwrap() == b, "file must be untouched");
 
+    // Internal snapshots: readable, not writable.
+    std::fs::write(p(d, "snap.qcow2"), &good).unwrap();
+    qemu_img(&["snapshot", "-c", "s1", "snap.qcow2"], d);
+    let ro = Qcow2::open(p(d, "snap.qcow2"), &OpenOptions::read_only()).unwrap();
+    assert!(read_all(&ro) == source_data(1 << 20, 5));
+    let e = Qcow2::open(p(d, "snap.qcow2"), &OpenOptions::read_write()).unwrap_err();
+    assert!(e.to_string().contains("snapshots"), "{e}");
+
     // External data file.
     qemu_img(
         &[
