@@ -141,6 +141,12 @@ pub enum Action {
         /// Permission bits (default 0644).
         #[serde(default)]
         mode: Option<u16>,
+        /// Line edits applied to the copy.
+        #[serde(default)]
+        edits: Vec<Edit>,
+        /// Create / replace policy for the destination.
+        #[serde(default)]
+        policy: WritePolicy,
     },
     /// Edit a text file line by line.
     Edit {

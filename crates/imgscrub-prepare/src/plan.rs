@@ -760,17 +760,27 @@ impl Planner<'_, '_> {
                 let backup = backup_suffix.as_ref().map(|s| self.render(s));
                 self.write_file(src, &c, content, *mode, *uid, *gid, *policy, backup)?;
             }
-            Action::CopyFile { from, to, mode } => {
+            Action::CopyFile {
+                from,
+                to,
+                mode,
+                edits,
+                policy,
+            } => {
                 let Some(data) = self.v.read_follow(self.render(from).as_bytes())? else {
                     return Ok(());
                 };
+                let data = self.apply_edits(&data, edits)?;
                 let Some(c) = self.canon(&self.render(to), false)? else {
                     return Ok(());
                 };
-                if let Some(info) = self.v.node(&c)?
-                    && info.file_type == FileType::Symlink
-                {
-                    self.delete(src, &c, &info)?;
+                match self.v.node(&c)? {
+                    Some(_) if *policy == WritePolicy::IfAbsent => return Ok(()),
+                    Some(info) if info.file_type == FileType::Symlink => {
+                        self.delete(src, &c, &info)?;
+                    }
+                    None if *policy == WritePolicy::IfExists => return Ok(()),
+                    _ => {}
                 }
                 self.write_file(src, &c, data, *mode, 0, 0, WritePolicy::Always, None)?;
             }
@@ -1441,12 +1451,18 @@ impl Planner<'_, '_> {
         // dbus keeps its own copy on older systems; a regular file would keep the old ID
         // alive, so make it the link modern dbus installs. A symlink is left alone (writing
         // through it would be writing /etc/machine-id twice, or somewhere unexpected).
+        // Without /etc/machine-id (pre-systemd guests) the file just goes: dbus's init
+        // script (`dbus-uuidgen --ensure`) makes a new one at boot.
+        let etc_id =
+            self.v.node_follow(b"/etc/machine-id")?.map(|n| n.file_type) == Some(FileType::Regular);
         if let Some(c) = self.canon("/var/lib/dbus/machine-id", false)?
             && let Some(info) = self.v.node(&c)?
             && info.file_type == FileType::Regular
         {
             self.delete(src, &c, &info)?;
-            self.symlink(src, &c, b"/etc/machine-id", LinkPolicy::IfAbsent, None)?;
+            if etc_id {
+                self.symlink(src, &c, b"/etc/machine-id", LinkPolicy::IfAbsent, None)?;
+            }
         }
         Ok(())
     }

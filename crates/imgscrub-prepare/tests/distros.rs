@@ -276,8 +276,10 @@ fn linux_specific_rows() {
     assert!(!exists(root, "/var/run/utmp") && !exists(root, "/var/run/sshd.pid"));
     assert!(!exists(root, "/var/lock/subsys/local") && exists(root, "/var/lock/subsys/sshd"));
     assert!(!exists(root, "/.autofsck"));
-    // machine-id on CentOS 6: only the dbus file, which becomes the modern link.
-    assert_eq!(link(root, "/var/lib/dbus/machine-id"), "/etc/machine-id");
+    // machine-id on CentOS 6: no /etc/machine-id, so dbus's own copy just goes
+    // (dbus-uuidgen --ensure makes a new one at boot).
+    assert!(!exists(root, "/var/lib/dbus/machine-id"));
+    assert!(!exists(root, "/etc/machine-id"));
 
     // L13 (Debian path), L17 (apt), hosts-instance
     let (dir, _) = prepared("debian7", "linux");
@@ -346,6 +348,26 @@ fn machine_id_policies() {
         Ok(MachineIdPolicy::Empty)
     );
     assert!("bogus".parse::<MachineIdPolicy>().is_err());
+}
+
+#[test]
+fn dbus_machine_id_file_becomes_the_link() {
+    let dir = tree("debian12");
+    let root = dir.path();
+    fs::remove_file(p(root, "/var/lib/dbus/machine-id")).unwrap();
+    fs::write(
+        p(root, "/var/lib/dbus/machine-id"),
+        "0a1b2c3d4e5f60718293a4b5c6d7e8f9\n",
+    )
+    .unwrap();
+    run(
+        root,
+        &Profile::builtin("linux").unwrap(),
+        &Options::default(),
+    )
+    .unwrap();
+    assert_eq!(link(root, "/var/lib/dbus/machine-id"), "/etc/machine-id");
+    assert_eq!(read(root, "/etc/machine-id"), "");
 }
 
 #[test]
