@@ -838,6 +838,9 @@ impl<D: BlockDev> Ext4Fs<D> {
             let mut fm = FileMap::new(ino, &mut ib, kind);
             let mut ctx = RwCtx { fs: self, seed };
             let r = f(&mut ctx, &mut fm);
+            // Repack sparsely filled extent nodes, which e2fsck -fn would report as
+            // "could be narrower/shorter" (a no-op for depth-0 trees and block maps).
+            let r = r.and_then(|v| mapping::optimize(&mut ctx, &mut fm).map(|_| v));
             (r, fm.blocks_delta, fm.i_block_dirty)
         };
         if dirty {

@@ -24,18 +24,7 @@ fn checkpoint<D: imgscrub_disk::BlockDev>(
     what: &str,
 ) {
     fs.flush().unwrap_or_else(|e| panic!("{what}: flush: {e}"));
-    let o = std::process::Command::new("e2fsck")
-        .arg("-fn")
-        .arg(img)
-        .output()
-        .unwrap();
-    if !o.status.success() {
-        panic!(
-            "{what}: e2fsck -fn not clean:\n{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
+    strict_fsck(img, what);
 }
 
 #[test]

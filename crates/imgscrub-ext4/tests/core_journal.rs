@@ -58,7 +58,7 @@ fn dirty_journal_is_replayed_on_writable_open() {
         fs.write(f, 0, b"ok").unwrap();
         fs.flush().unwrap();
         drop(fs);
-        imgscrub_testkit::assert_e2fsck_clean(&img);
+        strict_fsck(&img, "");
         let fs = open_ro(&img);
         assert_eq!(
             fs.read_to_vec(fs.lookup_path(b"/after-replay").unwrap())

@@ -41,7 +41,7 @@ fn xattrs_on_every_variant() {
         let big = vec![b'v'; 600];
         fs.set_xattr(host, "user.big", &big).unwrap();
         fs.flush().unwrap();
-        imgscrub_testkit::assert_e2fsck_clean(&img);
+        strict_fsck(&img, "");
         assert_eq!(
             fs.get_xattr(host, "user.comment").unwrap().as_deref(),
             Some(&b"hello"[..])
@@ -71,7 +71,7 @@ fn xattrs_on_every_variant() {
         ));
         assert!(fs.set_xattr(host, "nonsense.x", b"1").is_err());
         fs.flush().unwrap();
-        imgscrub_testkit::assert_e2fsck_clean(&img);
+        strict_fsck(&img, "");
         assert_eq!(
             fs.get_xattr(host, "user.comment").unwrap().as_deref(),
             Some(&b"bye"[..])
@@ -84,11 +84,11 @@ fn xattrs_on_every_variant() {
         fs.set_xattr(f, "user.big", &big).unwrap();
         fs.set_xattr(f, "user.big2", &big[..200]).unwrap();
         fs.flush().unwrap();
-        imgscrub_testkit::assert_e2fsck_clean(&img);
+        strict_fsck(&img, "");
         let free_before = fs.superblock().free_blocks_count();
         fs.unlink(fs.root(), b"withblock").unwrap();
         fs.flush().unwrap();
-        imgscrub_testkit::assert_e2fsck_clean(&img);
+        strict_fsck(&img, "");
         assert_eq!(fs.superblock().free_blocks_count(), free_before + 1, "{v}");
     }
 }
@@ -110,7 +110,7 @@ fn posix_acls() {
             .unwrap();
         fs.set_xattr(host, "user.after", b"1").unwrap();
         fs.flush().unwrap();
-        imgscrub_testkit::assert_e2fsck_clean(&img);
+        strict_fsck(&img, "");
         assert_eq!(
             fs.get_xattr(host, "system.posix_acl_access").unwrap(),
             Some(acl())

@@ -193,3 +193,33 @@ pub fn image_with(opts: &[&str], src: &Path, out: &Path, size_mb: u32) -> Option
     imgscrub_testkit::run_ok(&mut cmd);
     Some(out.to_path_buf())
 }
+
+/// `e2fsck -fn` must exit 0 *and* print nothing but its pass headers and the summary (no
+/// "could be narrower", no "Optimize?", no warnings).
+pub fn strict_fsck(img: &Path, what: &str) {
+    let Some(e2fsck) = imgscrub_testkit::require_tool("e2fsck") else {
+        return;
+    };
+    let o = std::process::Command::new(e2fsck)
+        .arg("-fn")
+        .arg(img)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let noise: Vec<&str> = out
+        .lines()
+        .filter(|l| {
+            !(l.starts_with("Pass ")
+                || l.starts_with("e2fsck ")
+                || l.contains(" files (")
+                || l.is_empty())
+        })
+        .collect();
+    if !o.status.success() || !noise.is_empty() {
+        panic!(
+            "{what}: e2fsck -fn {} not clean:\n{out}{err}",
+            img.display()
+        );
+    }
+}
