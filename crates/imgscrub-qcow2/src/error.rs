@@ -65,6 +65,11 @@ pub enum Qcow2Error {
     /// The backing chain is longer than the limit.
     #[error("qcow2 backing chain is deeper than {0} images")]
     BackingTooDeep(usize),
+    /// Another process (QEMU) holds a lock on the image.
+    #[error(
+        "{0} is in use by another process (QEMU holds a lock on it); stop that process before writing to the image"
+    )]
+    InUse(String),
     /// A write to an image opened read-only.
     #[error("the qcow2 image is opened read-only")]
     ReadOnly,

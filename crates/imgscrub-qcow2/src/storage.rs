@@ -47,6 +47,11 @@ pub struct FileStorage {
 
 impl FileStorage {
     /// Open `path`, read-only or read-write.
+    ///
+    /// A read-write open takes an exclusive whole-file `fcntl` lock, which conflicts with the
+    /// byte-range locks QEMU holds on images it has open (`qemu-system`, `qemu-nbd`,
+    /// `qemu-img`): an image in use is refused ([`Qcow2Error::InUse`]), and QEMU cannot
+    /// open it while we write. The lock is advisory and released when the file is closed.
     pub fn open(path: impl AsRef<Path>, writable: bool) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let file = std::fs::OpenOptions::new()
@@ -54,6 +59,17 @@ impl FileStorage {
             .write(writable)
             .open(&path)
             .map_err(|e| Qcow2Error::io(format!("open {}", path.display()), e))?;
+        if writable {
+            use rustix::fs::{FlockOperation, fcntl_lock};
+            match fcntl_lock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {}
+                Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::ACCESS => {
+                    return Err(Qcow2Error::InUse(path.display().to_string()));
+                }
+                // File systems without locks: proceed unlocked.
+                Err(_) => {}
+            }
+        }
         Ok(FileStorage { file, path })
     }
 

@@ -341,3 +341,38 @@ fn random_corruption_never_panics() {
         }
     }
 }
+
+/// An image served by `qemu-nbd` (which locks it) cannot be opened for writing.
+#[test]
+fn image_in_use_by_qemu_is_refused() {
+    if !have_qemu() || imgscrub_testkit::require_tool("qemu-nbd").is_none() {
+        return;
+    }
+    let dir = tmp();
+    let d = dir.path();
+    qemu_img(&["create", "-f", "qcow2", "busy.qcow2", "1M"], d);
+    let sock = p(d, "nbd.sock");
+    let mut child = std::process::Command::new("qemu-nbd")
+        .args(["-f", "qcow2", "-t", "-k"])
+        .arg(&sock)
+        .arg(p(d, "busy.qcow2"))
+        .spawn()
+        .unwrap();
+    // Wait (bounded) for qemu-nbd to open the image and create its socket.
+    for _ in 0..100 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let res = Qcow2::open(p(d, "busy.qcow2"), &OpenOptions::read_write());
+    let ro = Qcow2::open(p(d, "busy.qcow2"), &OpenOptions::read_only());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(sock.exists(), "qemu-nbd did not start");
+    let e = res.unwrap_err();
+    assert!(matches!(e, Qcow2Error::InUse(_)), "{e}");
+    assert!(ro.is_ok());
+    // Once qemu-nbd is gone, writing works.
+    assert!(Qcow2::open(p(d, "busy.qcow2"), &OpenOptions::read_write()).is_ok());
+}
