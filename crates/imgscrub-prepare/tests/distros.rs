@@ -1240,3 +1240,56 @@ fn twenty_thousand_files_plan_quickly() {
     // Generous bound for unoptimised test builds on a shared machine.
     assert!(first.as_secs() < 20);
 }
+
+/// The trees are meant for the ext4-vs-host-directory differential test: make sure
+/// `mkfs.ext4 -d` takes each one (before and after preparation) and e2fsck is happy.
+#[test]
+fn trees_feed_mkfs_ext4() {
+    let ok = |c: &mut std::process::Command| c.output().map(|o| o.status.success());
+    if ok(std::process::Command::new("mkfs.ext4").arg("-V")).is_err() {
+        eprintln!("mkfs.ext4 not installed; skipped");
+        return;
+    }
+    for name in DISTROS {
+        let dir = tree(name);
+        let prof = match *name {
+            "centos6" | "centos7" => "lx-centos",
+            "debian7" | "debian12" => "lx-debian",
+            "ubuntu14" | "ubuntu22" => "lx-ubuntu",
+            _ => "lx-alpine",
+        };
+        for stage in ["before", "after"] {
+            if stage == "after" {
+                run(
+                    dir.path(),
+                    &Profile::builtin(prof).unwrap(),
+                    &Options::default(),
+                )
+                .unwrap();
+            }
+            let img = tempfile::NamedTempFile::new().unwrap();
+            let made = std::process::Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-d"])
+                .arg(dir.path())
+                .arg(img.path())
+                .arg("16M")
+                .output()
+                .unwrap();
+            assert!(
+                made.status.success(),
+                "{name} {stage}: {}",
+                String::from_utf8_lossy(&made.stderr)
+            );
+            let fsck = std::process::Command::new("e2fsck")
+                .args(["-fn"])
+                .arg(img.path())
+                .output()
+                .unwrap();
+            assert!(
+                fsck.status.success(),
+                "{name} {stage}: {}",
+                String::from_utf8_lossy(&fsck.stdout)
+            );
+        }
+    }
+}
