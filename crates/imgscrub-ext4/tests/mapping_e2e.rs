@@ -10,10 +10,8 @@ use imgscrub_ext4::{Ext4Fs, NewAttr, OpenOptions};
 use imgscrub_testkit::{debugfs, make_ext4, require_tools, run_ok};
 
 /// Also fail on e2fsck's optimisation hints ("extent tree could be shorter / narrower": not
-/// errors, exit code 0). Turned on once `Ext4Fs` calls `mapping::optimize` after its edits
-/// (see NOTES-team.md); until then they are printed (set IMGSCRUB_E2FSCK_HINTS_FATAL=1 to
-/// fail on them anyway).
-const STRICT_HINTS: bool = false;
+/// errors, exit code 0): `Ext4Fs` repacks trees with `mapping::optimize` after its edits.
+const STRICT_HINTS: bool = true;
 
 /// `e2fsck -fn` is clean (exit code 0) and, with `STRICT_HINTS`, does not even suggest
 /// optimising an extent tree.
