@@ -40,7 +40,7 @@ disk=dirty.raw
 if [ ! -f "$disk" ]; then
   echo "building $work/$disk from $tree ..."
   dd if=/dev/zero of=disk.tmp bs=4M count=512 status=none          # fully allocated 2 GiB
-  sgdisk -q -Z -n1:2048:+100M -t1:EF00 -c1:ESP -n2:0:0 -t2:8300 -c2:root disk.tmp
+  sgdisk -n1:2048:+100M -t1:EF00 -c1:ESP -n2:0:0 -t2:8300 -c2:root disk.tmp >/dev/null
   esp_start=$((2048 * 512))
   root_start=$(( $(sgdisk -i 2 disk.tmp | sed -n 's/^First sector: \([0-9]*\).*/\1/p') * 512 ))
   root_end=$(( ($(sgdisk -i 2 disk.tmp | sed -n 's/^Last sector: \([0-9]*\).*/\1/p') + 1) * 512 ))
@@ -68,19 +68,26 @@ read -r root_start root_end < root.range
 root_len=$((root_end - root_start))
 vsize=$(stat -c %s "$disk")
 
-# measure NAME CMD...: wall seconds and peak RSS (KiB) into $secs / $rss
+# measure NAME CMD...: wall seconds, peak RSS (KiB) and CPU seconds (user + sys) into
+# $secs / $rss / $cpu. The file is read once first so that every run starts from the page
+# cache.
 measure() {
   local name=$1; shift
-  /usr/bin/time -f '%e %M' -o "time.$name" "$@" >/dev/null
-  read -r secs rss < "time.$name"
+  cat "$disk" zf.raw > /dev/null 2>&1 || true
+  /usr/bin/time -f '%e %M %U %S' -o "time.$name" "$@" >/dev/null
+  local u s
+  read -r secs rss u s < "time.$name"
+  cpu=$(echo "$u + $s" | bc)
 }
+
+load=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- baselines: zerofree, then qemu-img convert -c ----------------------------------------
 cp --sparse=never "$disk" zf.raw
 dd if=zf.raw of=zf-root.img bs=4M skip=$root_start count=$root_len iflag=skip_bytes,count_bytes status=none
 dd if=zf-root.img of=sb.orig bs=1024 skip=1 count=1 status=none
 measure zerofree zerofree zf-root.img
-zf_secs=$secs zf_rss=$rss
+zf_secs=$secs zf_cpu=$cpu
 # zerofree rewrites the superblock on close (write time); restore it so that the outputs can
 # be compared byte for byte (only the free blocks differ from the dirty image).
 dd if=sb.orig of=zf-root.img bs=1024 seek=1 conv=notrunc status=none
@@ -88,15 +95,15 @@ dd if=zf-root.img of=zf.raw bs=4M seek=$root_start oflag=seek_bytes conv=notrunc
 rm -f zf-root.img sb.orig
 
 measure a qemu-img convert -c -f raw -O qcow2 zf.raw a.qcow2
-a_secs=$(echo "$zf_secs + $secs" | bc) a_rss=$rss
+a_secs=$(echo "$zf_secs + $secs" | bc) a_rss=$rss a_cpu=$(echo "$zf_cpu + $cpu" | bc)
 measure b qemu-img convert -c -f raw -O qcow2 -o compression_type=zstd zf.raw b.qcow2
-b_secs=$(echo "$zf_secs + $secs" | bc) b_rss=$rss
+b_secs=$(echo "$zf_secs + $secs" | bc) b_rss=$rss b_cpu=$(echo "$zf_cpu + $cpu" | bc)
 
 # ---- imgscrub: one pass over the dirty image ------------------------------------------------
 measure c $IMGSCRUB "$disk" c.qcow2 --sparsify --compress zstd
-c_secs=$secs c_rss=$rss
+c_secs=$secs c_rss=$rss c_cpu=$cpu
 measure d $IMGSCRUB "$disk" d.qcow2 --sparsify --compress zlib
-d_secs=$secs d_rss=$rss
+d_secs=$secs d_rss=$rss d_cpu=$cpu
 
 # ---- checks -------------------------------------------------------------------------------
 for f in a b c d; do qemu-img check -q "$f.qcow2"; done
@@ -110,16 +117,17 @@ mib() { echo "scale=1; $1 / 1048576" | bc; }
 sa=$(size a.qcow2) sb=$(size b.qcow2) sc=$(size c.qcow2) sd=$(size d.qcow2)
 
 echo
-echo "image: $(mib "$vsize") MiB virtual, tree $tree, zerofree alone ${zf_secs}s"
-printf '%-44s %9s %11s %10s %9s\n' variant seconds "size MiB" "% of raw" "RSS MiB"
-row() { printf '%-44s %9s %11s %10s %9s\n' "$1" "$2" "$(mib "$3")" \
-  "$(echo "scale=1; 100 * $3 / $vsize" | bc)" "$(echo "scale=1; $4 / 1024" | bc)"; }
-row "(a) zerofree + qemu-img convert -c (zlib)" "$a_secs" "$sa" "$a_rss"
-row "(b) zerofree + qemu-img convert -c (zstd)" "$b_secs" "$sb" "$b_rss"
-row "(c) imgscrub convert --sparsify zstd" "$c_secs" "$sc" "$c_rss"
-row "(d) imgscrub convert --sparsify zlib" "$d_secs" "$sd" "$d_rss"
+echo "image: $(mib "$vsize") MiB virtual, tree $tree, zerofree alone ${zf_secs}s (${zf_cpu}s CPU)"
+echo "machine: $(nproc) CPUs, load average before the runs: $load"
+printf '%-44s %9s %9s %11s %10s %9s\n' variant "wall s" "CPU s" "size MiB" "% of raw" "RSS MiB"
+row() { printf '%-44s %9s %9s %11s %10s %9s\n' "$1" "$2" "$3" "$(mib "$4")" \
+  "$(echo "scale=1; 100 * $4 / $vsize" | bc)" "$(echo "scale=1; $5 / 1024" | bc)"; }
+row "(a) zerofree + qemu-img convert -c (zlib)" "$a_secs" "$a_cpu" "$sa" "$a_rss"
+row "(b) zerofree + qemu-img convert -c (zstd)" "$b_secs" "$b_cpu" "$sb" "$b_rss"
+row "(c) imgscrub convert --sparsify zstd" "$c_secs" "$c_cpu" "$sc" "$c_rss"
+row "(d) imgscrub convert --sparsify zlib" "$d_secs" "$d_cpu" "$sd" "$d_rss"
 echo
-echo "speed (c) vs (b): $(echo "scale=2; $b_secs / $c_secs" | bc)x   size (c)/(b): $(echo "scale=3; $sc / $sb" | bc)"
-echo "speed (d) vs (a): $(echo "scale=2; $a_secs / $d_secs" | bc)x   size (d)/(a): $(echo "scale=3; $sd / $sa" | bc)"
+echo "wall (c) vs (b): $(echo "scale=2; $b_secs / $c_secs" | bc)x  CPU: $(echo "scale=2; $b_cpu / $c_cpu" | bc)x  size (c)/(b): $(echo "scale=3; $sc / $sb" | bc)"
+echo "wall (d) vs (a): $(echo "scale=2; $a_secs / $d_secs" | bc)x  CPU: $(echo "scale=2; $a_cpu / $d_cpu" | bc)x  size (d)/(a): $(echo "scale=3; $sd / $sa" | bc)"
 echo "outputs equal to the zerofreed image (qemu-img compare): $ok"
 [ -n "${KEEP:-}" ] || rm -f zf.raw a.qcow2 b.qcow2 c.qcow2 d.qcow2 time.*
