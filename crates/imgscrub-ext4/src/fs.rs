@@ -1574,50 +1574,75 @@ impl<D: BlockDev> Ext4Fs<D> {
         if ft != FileType::Directory {
             return self.unlink(dir, name);
         }
+        // Walk (and check) the whole subtree before changing anything.
+        let (dirs, links) = self.collect_subtree(ino)?;
         let t = now();
         // Unlink the top entry first; the subtree is then unreachable and is freed without
         // editing its directories entry by entry (they are freed whole).
         let (_, mut parent) = self.dir_remove(dir, name, t)?;
         parent.set_links_count(Self::dec_dir_links(parent.links_count()));
         self.write_inode(dir, &mut parent)?;
-        self.free_subtree(ino, t)
+        self.free_subtree(&dirs, &links, t)
     }
 
-    /// Free directory `top` and everything only it references (iterative, depth-bounded).
-    fn free_subtree(&mut self, top: u32, t: Timestamp) -> Result<()> {
-        // Stack of directories whose children are not yet processed.
+    /// Walk the tree below directory `top` without changing anything: the directories in
+    /// post-order (children before parents) and one inode number per non-directory entry.
+    /// Damage (a subdirectory whose ".." is not its parent, a directory reached twice, a
+    /// tree deeper than `MAX_DEPTH`) is reported before anything is freed.
+    fn collect_subtree(&self, top: u32) -> Result<(Vec<u32>, Vec<u32>)> {
+        let mut dirs = Vec::new();
+        let mut links = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        seen.insert(top);
         let mut stack: Vec<(u32, bool)> = vec![(top, false)];
         while let Some((d, expanded)) = stack.pop() {
             if expanded {
-                let (inode, _) = self.read_live_inode(d)?;
-                self.free_inode(d, inode, true)?;
+                dirs.push(d);
                 continue;
             }
             if stack.len() > MAX_DEPTH {
                 return Err(Ext4Error::corrupt(
                     format!("directory inode {d}"),
-                    "directory tree deeper than 4096 levels (loop?)",
+                    "directory tree deeper than 4096 levels",
                 ));
             }
             stack.push((d, true));
-            let entries = {
-                let mut rd = self.ro_dir(d)?;
-                rd.list()?
-            };
+            let entries = self.ro_dir(d)?.list()?;
             for e in entries {
                 let (_, ft) = self.read_live_inode(e.ino)?;
-                if ft == FileType::Directory {
-                    if e.ino == top || stack.iter().any(|&(s, _)| s == e.ino) {
-                        return Err(Ext4Error::corrupt(
-                            format!("directory inode {d}"),
-                            format!("entry {} loops back to inode {}", name_str(&e.name), e.ino),
-                        ));
-                    }
-                    stack.push((e.ino, false));
-                } else {
-                    self.drop_link(e.ino, t)?;
+                if ft != FileType::Directory {
+                    links.push(e.ino);
+                    continue;
                 }
+                // A subdirectory must name us as its parent and be reached once: anything
+                // else is damage, and following it would free directories still linked
+                // elsewhere (the root, another part of the tree).
+                let parent = self.ro_dir(e.ino)?.parent()?;
+                if parent != d || e.ino == ROOT_INO || !seen.insert(e.ino) {
+                    return Err(Ext4Error::corrupt(
+                        format!("directory inode {d}"),
+                        format!(
+                            "entry {} leads to directory {} whose parent is {parent}",
+                            name_str(&e.name),
+                            e.ino
+                        ),
+                    ));
+                }
+                stack.push((e.ino, false));
             }
+        }
+        Ok((dirs, links))
+    }
+
+    /// Free what [`Ext4Fs::collect_subtree`] found: drop every file link, then free the
+    /// directories (their blocks go whole; their entries need no editing).
+    fn free_subtree(&mut self, dirs: &[u32], links: &[u32], t: Timestamp) -> Result<()> {
+        for &ino in links {
+            self.drop_link(ino, t)?;
+        }
+        for &d in dirs {
+            let (inode, _) = self.read_live_inode(d)?;
+            self.free_inode(d, inode, true)?;
         }
         Ok(())
     }
@@ -1674,18 +1699,28 @@ impl<D: BlockDev> Ext4Fs<D> {
                 if !d.is_empty()? {
                     return Err(Ext4Error::NotEmpty(name_str(to)));
                 }
-                drop(d);
-                let (_, mut p) = self.dir_remove(to_dir, to, t)?;
-                p.set_links_count(Self::dec_dir_links(p.links_count()));
-                self.write_inode(to_dir, &mut p)?;
+            }
+            // Point the existing entry at the source in place (the kernel's ext4_setent):
+            // no new record, so it cannot fail for lack of space.
+            {
+                let mut d = self.rw_dir(to_dir)?;
+                let r = dir::replace(&mut d, to, src, src_ft.dirent_type());
+                let mut dinode = d.finish()?;
+                r?;
+                if t_is_dir {
+                    dinode.set_links_count(Self::dec_dir_links(dinode.links_count()));
+                }
+                self.touch_dir(to_dir, &mut dinode, t)?;
+            }
+            if t_is_dir {
                 let (ti, _) = self.read_live_inode(tino)?;
                 self.free_inode(tino, ti, true)?;
             } else {
-                self.dir_remove(to_dir, to, t)?;
                 self.drop_link(tino, t)?;
             }
+        } else {
+            self.dir_add(to_dir, to, src, src_ft, t)?;
         }
-        self.dir_add(to_dir, to, src, src_ft, t)?;
         self.dir_remove(from_dir, from, t)?;
         let (mut sinode, _) = self.read_live_inode(src)?;
         sinode.set_time(TimeField::Ctime, t);

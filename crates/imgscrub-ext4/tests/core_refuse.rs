@@ -257,3 +257,32 @@ fn mmp_casefold_encrypt_are_read_only() {
         );
     }
 }
+
+#[test]
+fn remove_tree_refuses_a_damaged_tree_before_changing_anything() {
+    imgscrub_testkit::require_tools!("mke2fs", "debugfs");
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(img) = small_image("default", tmp.path()) else {
+        return;
+    };
+    // A second entry for /etc inside /var: following it would free /etc too.
+    let cmds = tmp.path().join("cmds");
+    std::fs::write(&cmds, "ln /etc /var/log/deep/etc-again\n").unwrap();
+    imgscrub_testkit::run_ok(
+        std::process::Command::new("debugfs")
+            .arg("-w")
+            .arg("-f")
+            .arg(&cmds)
+            .arg(&img),
+    );
+    let before = std::fs::read(&img).unwrap();
+    let mut fs = open(&img, true).unwrap();
+    let root = fs.root();
+    assert!(matches!(
+        fs.remove_tree(root, b"var"),
+        Err(Ext4Error::Corrupt { .. })
+    ));
+    fs.flush().unwrap();
+    drop(fs);
+    assert_eq!(std::fs::read(&img).unwrap(), before);
+}
