@@ -319,6 +319,9 @@ pub struct Condition {
     /// `[path, text]`: the file contains the text.
     #[serde(default)]
     pub contains: Option<(String, String)>,
+    /// `[glob, regex]`: some regular file matching the glob has a line matching the regex.
+    #[serde(default)]
+    pub any_contains: Option<(String, String)>,
     /// `[path, text]`: the file does not contain the text (or is absent).
     #[serde(default)]
     pub not_contains: Option<(String, String)>,

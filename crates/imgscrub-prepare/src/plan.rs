@@ -554,6 +554,21 @@ impl Planner<'_, '_> {
         {
             return Ok(false);
         }
+        if let Some((g, re)) = &c.any_contains {
+            let re = self.regex(&format!("(?m){re}"))?;
+            let mut found = false;
+            for p in expand(&self.v, g)? {
+                if let Ok(Some(d)) = self.v.read(&p)
+                    && re.is_match(&d)
+                {
+                    found = true;
+                    break;
+                }
+            }
+            if !found {
+                return Ok(false);
+            }
+        }
         for p in c.executable.iter().flatten() {
             if !self.is_executable(p)? {
                 return Ok(false);

@@ -371,6 +371,36 @@ fn dbus_machine_id_file_becomes_the_link() {
 }
 
 #[test]
+fn checks_warn_without_changing_anything() {
+    let dir = tree("debian12");
+    let root = dir.path();
+    fs::write(p(root, "/lib/smartdc/common.lib"), "#!/bin/sh\nDEBUG=1\n").unwrap();
+    let mut pw = read(root, "/etc/passwd");
+    pw.push_str("joyent:x:1000:1000::/home/joyent:/bin/bash\n");
+    fs::write(p(root, "/etc/passwd"), pw).unwrap();
+    let mut sh = read(root, "/etc/shadow");
+    sh.push_str("joyent:$6$x$y:19000:0:99999:7:::\n");
+    fs::write(p(root, "/etc/shadow"), sh).unwrap();
+    let r = run(
+        root,
+        &Profile::builtin("linux").unwrap(),
+        &Options::default(),
+    )
+    .unwrap();
+    for w in ["password hash", "'joyent' user", "DEBUG>0"] {
+        assert!(
+            r.warnings.iter().any(|x| x.contains(w)),
+            "{w}: {:?}",
+            r.warnings
+        );
+    }
+    assert!(
+        read(root, "/etc/shadow").contains("joyent:$6$x$y:"),
+        "checks only warn"
+    );
+}
+
+#[test]
 fn root_password_hash_option() {
     let dir = tree("debian12");
     let o = Options {
