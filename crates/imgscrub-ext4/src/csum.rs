@@ -19,6 +19,9 @@ mod tests {
         assert_eq!(!crc32c_raw(!0, b"123456789"), 0xE306_9283);
         // Chaining raw updates equals one update over the concatenation.
         let a = crc32c_raw(0x1234_5678, b"hello ");
-        assert_eq!(crc32c_raw(a, b"world"), crc32c_raw(0x1234_5678, b"hello world"));
+        assert_eq!(
+            crc32c_raw(a, b"world"),
+            crc32c_raw(0x1234_5678, b"hello world")
+        );
     }
 }

@@ -17,7 +17,9 @@ pub enum Ext4Error {
     Corrupt { structure: String, detail: String },
 
     /// A checksum does not match. Kept apart from `Corrupt` because users ask about it.
-    #[error("ext4 {structure}: checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    #[error(
+        "ext4 {structure}: checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
+    )]
     Checksum {
         structure: String,
         stored: u32,
@@ -25,7 +27,9 @@ pub enum Ext4Error {
     },
 
     /// The filesystem uses a feature we cannot read (incompat) — refuse to open.
-    #[error("ext4 feature `{name}` ({kind} bit {bit:#x}) is not supported: refusing to open the filesystem")]
+    #[error(
+        "ext4 feature `{name}` ({kind} bit {bit:#x}) is not supported: refusing to open the filesystem"
+    )]
     UnsupportedFeature {
         name: String,
         kind: &'static str,

@@ -22,7 +22,9 @@ pub fn fixture(name: &str) -> PathBuf {
 
 /// True when running in CI, where missing oracles are failures.
 pub fn in_ci() -> bool {
-    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
+    std::env::var("CI")
+        .map(|v| v == "true" || v == "1")
+        .unwrap_or(false)
 }
 
 /// Find `tool` on PATH or in /sbin, /usr/sbin.
