@@ -170,7 +170,7 @@ impl Qcow2Stream {
         let l2_entries = cs / 8;
         let guest_clusters = p.virtual_size.div_ceil(cs);
         let l1_size = guest_clusters.div_ceil(l2_entries);
-        let l1_clusters = (l1_size * 8).div_ceil(cs).max(1);
+        let l1_clusters = (l1_size * 8).div_ceil(cs);
         // refcount_bits = 16: cs / 2 entries per refcount block.
         let per_block = cs * 8 / (1 << REFCOUNT_ORDER);
         let mut s = Qcow2Stream {
@@ -479,14 +479,18 @@ impl Qcow2Stream {
         }
         self.pwrite(&tbuf, table_off)?;
 
-        let l1_clusters = ((self.l1.len() as u64) * 8).div_ceil(self.cs).max(1);
+        let l1_clusters = ((self.l1.len() as u64) * 8).div_ceil(self.cs);
         let mut l1buf = vec![0u8; (l1_clusters * self.cs) as usize];
         for (i, e) in self.l1.iter().enumerate() {
             if let Some(d) = l1buf.get_mut(i * 8..i * 8 + 8) {
                 d.copy_from_slice(&e.to_be_bytes());
             }
         }
-        self.pwrite(&l1buf, self.cs)?;
+        // An empty image has no L1 table (offset 0), as qemu-img writes it.
+        let l1_off = if l1_clusters == 0 { 0 } else { self.cs };
+        if l1_clusters > 0 {
+            self.pwrite(&l1buf, l1_off)?;
+        }
 
         let mut h = vec![0u8; self.cs as usize];
         let put32 = |h: &mut [u8], at: usize, v: u32| {
@@ -504,7 +508,7 @@ impl Qcow2Stream {
         put32(&mut h, 20, self.cluster_bits);
         put64(&mut h, 24, self.p.virtual_size);
         put32(&mut h, 36, self.l1.len() as u32);
-        put64(&mut h, 40, self.cs);
+        put64(&mut h, 40, l1_off);
         put64(&mut h, 48, table_off);
         put32(&mut h, 56, t as u32);
         let zstd = self.p.compression == Compression::Zstd;

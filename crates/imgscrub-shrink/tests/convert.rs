@@ -228,3 +228,47 @@ fn skipped_ranges_read_as_zero_and_are_not_read() {
     assert!(rep.bytes_skipped >= skip.total());
     assert_eq!(rep.bytes_read + rep.bytes_skipped, len);
 }
+
+#[test]
+fn tiny_clusters_span_many_refcount_blocks() {
+    // 512-byte clusters: a refcount block covers 256 host clusters (128 KiB), compressed
+    // runs often straddle host clusters, and uncompressed clusters interleave with them.
+    require_tools!("qemu-img");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.raw");
+    let len = (3 << 20) + 512;
+    make_input(&input, len, 0xfeed);
+    let dev = RawFile::open(&input).unwrap();
+    for (cs, comp) in [(512u32, Compression::Zlib), (1024, Compression::Zstd)] {
+        let out = dir.path().join(format!("tiny-{cs}.qcow2"));
+        let opts = ConvertOptions {
+            compression: comp,
+            cluster_size: cs,
+            ..ConvertOptions::default()
+        };
+        let rep = convert(&dev, &out, &opts, &NoProgress).unwrap();
+        assert!(
+            rep.clusters_compressed > 0 && rep.clusters_raw > 0,
+            "{rep:?}"
+        );
+        qemu_check(&out);
+        qemu_compare(&input, "qcow2", &out);
+    }
+}
+
+#[test]
+fn empty_and_all_zero_inputs() {
+    require_tools!("qemu-img");
+    let dir = tempfile::tempdir().unwrap();
+    for len in [0usize, 512, 3 << 20] {
+        let dev = imgscrub_disk::MemDev::zeroed(len);
+        let out = dir.path().join(format!("z-{len}.qcow2"));
+        let rep = convert(&dev, &out, &ConvertOptions::default(), &NoProgress).unwrap();
+        assert_eq!(rep.bytes_written, rep.output_size);
+        assert_eq!(rep.clusters_compressed + rep.clusters_raw, 0);
+        qemu_check(&out);
+        let raw = dir.path().join(format!("z-{len}.raw"));
+        std::fs::write(&raw, vec![0u8; len]).unwrap();
+        qemu_compare(&raw, "qcow2", &out);
+    }
+}
