@@ -6,16 +6,21 @@
 
 mod blockdev;
 mod error;
+pub mod failpoint;
+pub mod lock;
 mod mem;
 pub mod overlay;
 pub mod partition;
 mod raw;
+pub mod redo;
 mod slice;
 
 pub use blockdev::{AllocKind, AllocRange, BlockDev, check_range};
 pub use error::{DiskError, Result};
+pub use lock::{ImageLock, LockError, LockMode};
 pub use mem::MemDev;
 pub use overlay::{Change, Overlay};
 pub use partition::{Guid, Partition, PartitionTable, PartitionType, TableKind, discover};
 pub use raw::RawFile;
+pub use redo::{Recovery, RedoError, StagedFile};
 pub use slice::Slice;
