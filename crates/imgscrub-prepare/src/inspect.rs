@@ -94,6 +94,9 @@ pub struct OsInfo {
     pub cloud_init: bool,
     /// Parsed `/etc/fstab` (empty if absent).
     pub fstab: Vec<FstabEntry>,
+    /// This filesystem looks like a Linux root: `/etc` is a directory with `os-release`,
+    /// `passwd` or `fstab` in it (use it to pick the root among a disk's filesystems).
+    pub linux_root: bool,
 }
 
 impl OsInfo {
@@ -175,6 +178,51 @@ impl FstabEntry {
     pub fn is_swap(&self) -> bool {
         self.fs_type == "swap"
     }
+
+    /// Whether this mounts a local block device (by UUID, LABEL, PARTUUID, PARTLABEL or a
+    /// `/dev` path) at an absolute mount point: what joins partitions into one guest tree.
+    /// Swap, pseudo filesystems, network shares and `noauto` entries are not.
+    pub fn is_block_mount(&self) -> bool {
+        const VIRTUAL: &[&str] = &[
+            "swap",
+            "proc",
+            "sysfs",
+            "tmpfs",
+            "devpts",
+            "devtmpfs",
+            "nfs",
+            "nfs4",
+            "cifs",
+            "smbfs",
+            "fuse",
+            "none",
+            "bind",
+            "cgroup",
+            "cgroup2",
+            "debugfs",
+            "securityfs",
+            "hugetlbfs",
+            "mqueue",
+            "9p",
+            "overlay",
+            "zfs",
+        ];
+        !matches!(self.device, DeviceSpec::Other(_))
+            && self.mount_point.starts_with('/')
+            && !VIRTUAL.contains(&self.fs_type.as_str())
+            && !self.options.iter().any(|o| o == "noauto")
+    }
+}
+
+/// The block-device mounts of an fstab, parents before children (`/` first, then `/boot`,
+/// then `/boot/efi`…), the order in which to join them into one tree.
+pub fn block_mounts(entries: &[FstabEntry]) -> Vec<&FstabEntry> {
+    let mut m: Vec<&FstabEntry> = entries.iter().filter(|e| e.is_block_mount()).collect();
+    m.sort_by_key(|e| {
+        let depth = e.mount_point.split('/').filter(|c| !c.is_empty()).count();
+        (depth, e.mount_point.clone())
+    });
+    m
 }
 
 /// Undo fstab's octal escapes (`\040` for a space).
@@ -388,6 +436,11 @@ pub(crate) fn inspect_view(v: &View<'_>) -> Result<OsInfo> {
             .as_deref()
             .map(parse_fstab)
             .unwrap_or_default(),
+        linux_root: is_dir(v, b"/etc")?
+            && (v.exists(b"/etc/os-release")?
+                || v.exists(b"/usr/lib/os-release")?
+                || v.exists(b"/etc/passwd")?
+                || v.exists(b"/etc/fstab")?),
     };
     info.init = detect_init(v, &info)?;
     if let Some(cfg) = v.read_follow(b"/etc/selinux/config")? {
@@ -501,6 +554,19 @@ LABEL=boot /boot ext2 defaults 1 2\nPARTUUID=0aF1-02 /boot/efi vfat umask=0077 0
         assert_eq!(e[5].device, DeviceSpec::Other("tmpfs".into()));
         assert_eq!(e[6].mount_point, "/my dir");
         assert_eq!(e[6].options, vec!["defaults"]);
+    }
+
+    #[test]
+    fn block_mount_order() {
+        let t = b"proc /proc proc defaults 0 0\nUUID=b /boot/efi vfat umask=0077 0 1\n\
+LABEL=r / ext4 defaults 1 1\n/dev/sdb1 /srv xfs noauto 0 0\nUUID=a /boot ext4 defaults 1 2\n\
+/dev/sda2 none swap sw 0 0\nserver:/x /mnt/nfs nfs defaults 0 0\n";
+        let e = parse_fstab(t);
+        let m: Vec<&str> = block_mounts(&e)
+            .iter()
+            .map(|e| e.mount_point.as_str())
+            .collect();
+        assert_eq!(m, vec!["/", "/boot", "/boot/efi"]);
     }
 
     #[test]

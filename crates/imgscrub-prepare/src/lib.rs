@@ -35,7 +35,8 @@ pub use error::{PrepareError, Result};
 pub use exec::{Report, Totals, execute, report};
 pub use imgscrub_fs::filesystem::Timestamp;
 pub use inspect::{
-    DeviceSpec, Family, FstabEntry, InitSystem, OsInfo, SelinuxMode, inspect, parse_fstab,
+    DeviceSpec, Family, FstabEntry, InitSystem, OsInfo, SelinuxMode, block_mounts, inspect,
+    parse_fstab,
 };
 pub use ops::{Operation, OperationInfo, Selection, list_operations, list_operations_text};
 pub use plan::{MachineIdPolicy, Options, Plan, Step, StepOp, plan};

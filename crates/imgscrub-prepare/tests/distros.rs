@@ -145,6 +145,7 @@ fn inspect_each_distro() {
         assert_eq!(os.version.as_deref(), Some(ver), "{name}");
         assert_eq!(os.init, init, "{name}");
         assert!(!os.fstab.is_empty(), "{name}");
+        assert!(os.linux_root, "{name}");
         let json = serde_json::to_string(&os).unwrap();
         assert!(json.contains("\"family\""));
     }
@@ -154,6 +155,16 @@ fn inspect_each_distro() {
     assert_eq!(os.selinux_type.as_deref(), Some("targeted"));
     assert!(os.cloud_init);
     assert_eq!(os.id.as_deref(), Some("centos"));
+}
+
+#[test]
+fn not_a_linux_root() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("EFI/BOOT")).unwrap();
+    let os = inspect(&HostDir::open(dir.path()).unwrap()).unwrap();
+    assert!(!os.linux_root);
+    assert_eq!(os.family, Family::Other);
+    assert_eq!(os.init, InitSystem::Unknown);
 }
 
 #[test]
