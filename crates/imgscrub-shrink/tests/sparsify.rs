@@ -425,3 +425,67 @@ fn sparsify_a_qcow2_image_in_place() {
     run_ok(Command::new("qemu-img").arg("check").arg(&out));
     assert!(compare(&twin, &out, "qcow2"));
 }
+
+#[test]
+fn mbr_gaps_spare_the_extended_partition_and_the_boot_area() {
+    require_tools!("sfdisk", "mkswap", "blkid");
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("mbr.img");
+    random_file(&disk, 32 * MIB, 9);
+    // p1 1..9 MiB (type c, garbage: unknown content), gap 9..10, extended 10..30 MiB with a
+    // logical swap 11..20 MiB (EBR at 10 MiB, slack 20..30 inside the extended one),
+    // unpartitioned tail 30..32 MiB.
+    let mut child = Command::new(tool("sfdisk"))
+        .arg("-q")
+        .arg(&disk)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"label: dos\nstart=2048, size=16384, type=c\nstart=20480, size=40960, type=5\n\
+              start=22528, size=18432, type=82\n",
+        )
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let swap = dir.path().join("swap.img");
+    extract(&disk, (11 * MIB, 9 * MIB), &swap);
+    run_ok(
+        Command::new(tool("mkswap"))
+            .arg("-L")
+            .arg("mbrswap")
+            .arg(&swap),
+    );
+    dd_in(&swap, &disk, 11 * MIB);
+    let before = std::fs::read(&disk).unwrap();
+
+    let dev = RawFile::open_rw(&disk).unwrap();
+    let rep = sparsify(&dev, &SparsifyOptions::default(), &NoProgress).unwrap();
+    drop(dev);
+    let after = std::fs::read(&disk).unwrap();
+    let m = MIB as usize;
+    // Untouched: MBR + boot area, p1 (unknown content), the extended partition's EBR and
+    // slack, the swap header page.
+    assert!(after[..9 * m] == before[..9 * m]);
+    assert!(after[10 * m..11 * m + 4096] == before[10 * m..11 * m + 4096]);
+    assert!(after[20 * m..30 * m] == before[20 * m..30 * m]);
+    // Zeroed: the gap before the extended partition, swap data pages, the tail.
+    assert!(after[9 * m..10 * m].iter().all(|&b| b == 0));
+    assert!(after[11 * m + 4096..20 * m].iter().all(|&b| b == 0));
+    assert!(after[30 * m..].iter().all(|&b| b == 0));
+    let gaps: Vec<_> = rep.areas.iter().filter(|a| a.content == "gap").collect();
+    assert_eq!(gaps.len(), 2, "{rep:#?}");
+    let blkid = run_ok(
+        Command::new(tool("blkid"))
+            .args(["-p", "-o", "export"])
+            .arg({
+                extract(&disk, (11 * MIB, 9 * MIB), &swap);
+                &swap
+            }),
+    );
+    assert!(blkid.contains("LABEL=mbrswap"), "{blkid}");
+}
