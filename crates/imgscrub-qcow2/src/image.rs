@@ -145,6 +145,30 @@ impl Qcow2 {
         Ok(img)
     }
 
+    /// Open an image held in any [`Storage`] that stands for the file at `path` (for example
+    /// a staging layer over it): the backing chain is resolved relative to `path` and opened
+    /// read-only, as with [`Qcow2::open`].
+    pub fn from_storage_at(
+        storage: Box<dyn Storage>,
+        path: &Path,
+        opts: &OpenOptions,
+    ) -> Result<Qcow2> {
+        let mut chain = vec![backing::canonical(path)?];
+        let mut img = Self::from_storage_inner(storage, opts)?;
+        if let Some(name) = img.hdr.backing_file.clone() {
+            let bpath = backing::resolve(path, &name);
+            let dev = backing::open(
+                &bpath,
+                img.hdr.backing_format.as_deref(),
+                opts,
+                &mut chain,
+            )?;
+            img.backing = Some(dev);
+            img.backing_path = Some(bpath);
+        }
+        Ok(img)
+    }
+
     fn from_storage_inner(storage: Box<dyn Storage>, opts: &OpenOptions) -> Result<Qcow2> {
         let file_len = storage.len()?;
         let first_len = file_len.min(2 << 20) as usize;
