@@ -22,6 +22,8 @@ use std::path::Path;
 
 /// Bytes of guest data per batch (rounded to whole clusters, at least 4 clusters).
 pub const BATCH_BYTES: u64 = 32 << 20;
+/// Bytes read per parallel task (rounded to whole clusters, at least one).
+const READ_GROUP: u64 = 1 << 20;
 /// Granularity of zero detection for raw output (what stays a hole).
 const RAW_ZERO_GRANULE: usize = 4096;
 
@@ -228,39 +230,20 @@ impl Ctx<'_> {
         }
         let read = data.total();
         let cs = self.cs;
-        let clusters: Vec<Result<Out>> = (first..first + n)
+        // Clusters are handled in groups of about READ_GROUP bytes: one positional read per
+        // contiguous data run of the group, then zero test and compression per cluster.
+        let per_group = (READ_GROUP / cs).max(1);
+        let groups: Vec<(u64, u64)> = (0..n.div_ceil(per_group))
+            .map(|g| (first + g * per_group, per_group.min(n - g * per_group)))
+            .collect();
+        let per_group_out: Vec<Vec<Result<Out>>> = groups
             .into_par_iter()
             .map_init(
                 || ClusterCompressor::new(self.compression, self.level),
-                |comp, c| {
-                    let off = c * cs;
-                    let clen = cs.min(self.len - off);
-                    let ranges = data.intersect(off, clen);
-                    if ranges.is_empty() {
-                        return Ok(Out::Zero);
-                    }
-                    let mut buf = vec![0u8; cs as usize];
-                    for (s, e) in ranges {
-                        let at = (s - off) as usize;
-                        let dst = buf.get_mut(at..at + (e - s) as usize).ok_or_else(|| {
-                            ShrinkError::InvalidOption("allocation range outside cluster".into())
-                        })?;
-                        self.input.read_at(dst, s)?;
-                    }
-                    if is_zero(&buf) {
-                        return Ok(Out::Zero);
-                    }
-                    let comp = comp.as_mut().map_err(|e| ShrinkError::Compress {
-                        codec: "init",
-                        detail: e.to_string(),
-                    })?;
-                    Ok(match comp.compress(&buf)? {
-                        Some(z) => Out::Compressed(z.to_vec()),
-                        None => Out::Raw(buf),
-                    })
-                },
+                |comp, (g0, gn)| self.group(comp, &data, g0, gn),
             )
             .collect();
+        let clusters: Vec<Result<Out>> = per_group_out.into_iter().flatten().collect();
         Ok(Batch {
             first,
             clusters,
@@ -268,6 +251,50 @@ impl Ctx<'_> {
             skipped: (end - start) - read,
             bytes: end - start,
         })
+    }
+
+    /// Read clusters `g0..g0+gn` (only the bytes in `data`), then test and compress each.
+    fn group(
+        &self,
+        comp: &mut Result<ClusterCompressor>,
+        data: &RangeSet,
+        g0: u64,
+        gn: u64,
+    ) -> Vec<Result<Out>> {
+        let cs = self.cs;
+        let off = g0 * cs;
+        let span = (gn * cs).min(self.len - off);
+        let ranges = data.intersect(off, span);
+        if ranges.is_empty() {
+            return (0..gn).map(|_| Ok(Out::Zero)).collect();
+        }
+        // Whole clusters: the tail cluster is zero-padded.
+        let mut buf = vec![0u8; (gn * cs) as usize];
+        for (s, e) in ranges {
+            let at = (s - off) as usize;
+            let Some(dst) = buf.get_mut(at..at + (e - s) as usize) else {
+                let err = ShrinkError::InvalidOption("allocation range outside the group".into());
+                return vec![Err(err)];
+            };
+            if let Err(e) = self.input.read_at(dst, s) {
+                return vec![Err(e.into())];
+            }
+        }
+        buf.chunks(cs as usize)
+            .map(|cluster| {
+                if is_zero(cluster) {
+                    return Ok(Out::Zero);
+                }
+                let comp = comp.as_mut().map_err(|e| ShrinkError::Compress {
+                    codec: "init",
+                    detail: e.to_string(),
+                })?;
+                Ok(match comp.compress(cluster)? {
+                    Some(z) => Out::Compressed(z.to_vec()),
+                    None => Out::Raw(cluster.to_vec()),
+                })
+            })
+            .collect()
     }
 }
 

@@ -42,6 +42,8 @@ const HEADER_LENGTH: u32 = 112;
 /// refcount_order 4: 16-bit refcounts, the qemu default.
 const REFCOUNT_ORDER: u32 = 4;
 const REFCOUNT_MAX: u16 = u16::MAX;
+/// Contiguous writes are combined up to this many bytes.
+const WRITE_BUFFER: usize = 4 << 20;
 /// Standard cluster host offsets: bits 9..=55.
 const MAX_HOST_OFFSET: u64 = (1 << 56) - 1;
 
@@ -130,6 +132,9 @@ pub struct Qcow2Stream {
     comp_off: u64,
     refs: Refcounts,
     sum: Qcow2Summary,
+    /// Pending contiguous writes starting at `wbuf_off`.
+    wbuf: Vec<u8>,
+    wbuf_off: u64,
 }
 
 #[derive(Debug)]
@@ -195,6 +200,8 @@ impl Qcow2Stream {
                 written: 0,
             },
             sum: Qcow2Summary::default(),
+            wbuf: Vec::new(),
+            wbuf_off: 0,
         };
         // Header cluster and L1 table.
         for _ in 0..1 + l1_clusters {
@@ -213,7 +220,34 @@ impl Qcow2Stream {
         self.guest_clusters
     }
 
-    fn pwrite(&self, buf: &[u8], off: u64) -> Result<()> {
+    /// Queue a write: contiguous writes are combined into one `pwrite` of up to
+    /// [`WRITE_BUFFER`] bytes.
+    fn pwrite(&mut self, buf: &[u8], off: u64) -> Result<()> {
+        let end = self.wbuf_off + self.wbuf.len() as u64;
+        if off != end || self.wbuf.len() + buf.len() > WRITE_BUFFER {
+            self.flush_writes()?;
+            self.wbuf_off = off;
+        }
+        if buf.len() >= WRITE_BUFFER {
+            self.write_now(buf, off)
+        } else {
+            self.wbuf.extend_from_slice(buf);
+            Ok(())
+        }
+    }
+
+    fn flush_writes(&mut self) -> Result<()> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.wbuf);
+        let r = self.write_now(&buf, self.wbuf_off);
+        self.wbuf = buf;
+        self.wbuf.clear();
+        r
+    }
+
+    fn write_now(&self, buf: &[u8], off: u64) -> Result<()> {
         self.file.write_all_at(buf, off).map_err(|e| {
             ShrinkError::io(
                 format!(
@@ -520,6 +554,7 @@ impl Qcow2Stream {
         }
         // Bytes 112.. are zero: the header extension end marker.
         self.pwrite(&h, 0)?;
+        self.flush_writes()?;
         let size = self.next_free * self.cs;
         self.file
             .set_len(size)
