@@ -517,7 +517,8 @@ impl Header {
     }
 
     /// Apply the feature policy: refuse encryption, the corrupt bit, external data files and
-    /// unknown incompatible bits always; refuse the dirty bit when `writable`.
+    /// unknown incompatible bits always; refuse the dirty bit when `writable`, unless the
+    /// image has lazy refcounts (then the refcounts are rebuilt at open).
     pub fn check_features(&self, writable: bool) -> Result<()> {
         if self.crypt_method != 0 {
             return Err(Qcow2Error::Encrypted(self.crypt_method));
@@ -539,7 +540,11 @@ impl Header {
                 .unwrap_or_default();
             return Err(Qcow2Error::ExternalDataFile(name));
         }
-        if writable && self.incompatible_features & INCOMPAT_DIRTY != 0 {
+        // A dirty image with lazy refcounts gets its refcounts rebuilt before writing.
+        if writable
+            && self.incompatible_features & INCOMPAT_DIRTY != 0
+            && self.compatible_features & COMPAT_LAZY_REFCOUNTS == 0
+        {
             return Err(Qcow2Error::Dirty);
         }
         Ok(())

@@ -10,7 +10,7 @@ use crate::backing;
 use crate::cache::Lru;
 use crate::compress;
 use crate::error::{Qcow2Error, Result};
-use crate::header::Header;
+use crate::header::{self, Header};
 use crate::l2::{self, Mapping};
 use crate::storage::{FileStorage, Storage};
 use imgscrub_disk::{AllocKind, AllocRange, BlockDev, DiskError};
@@ -157,12 +157,7 @@ impl Qcow2 {
         let mut img = Self::from_storage_inner(storage, opts)?;
         if let Some(name) = img.hdr.backing_file.clone() {
             let bpath = backing::resolve(path, &name);
-            let dev = backing::open(
-                &bpath,
-                img.hdr.backing_format.as_deref(),
-                opts,
-                &mut chain,
-            )?;
+            let dev = backing::open(&bpath, img.hdr.backing_format.as_deref(), opts, &mut chain)?;
             img.backing = Some(dev);
             img.backing_path = Some(bpath);
         }
@@ -208,7 +203,7 @@ impl Qcow2 {
             end,
             header_prepared: false,
         };
-        Ok(Qcow2 {
+        let img = Qcow2 {
             storage,
             cluster_bits,
             cluster_size,
@@ -220,7 +215,11 @@ impl Qcow2 {
             meta: Mutex::new(meta),
             zcache: Mutex::new(None),
             hdr,
-        })
+        };
+        if opts.writable && img.hdr.incompatible_features & header::INCOMPAT_DIRTY != 0 {
+            img.repair_refcounts()?;
+        }
+        Ok(img)
     }
 
     /// The parsed header.

@@ -8,7 +8,8 @@
 //!
 //! Images that cannot be handled safely are refused at open with a one-line error:
 //! encryption, the corrupt bit, unknown incompatible features, external data files, and (for
-//! writing) the dirty bit or internal snapshots.
+//! writing) the dirty bit without lazy refcounts, internal snapshots, or a lock held by QEMU.
+//! A dirty image with lazy refcounts has its refcounts rebuilt when opened for writing.
 //!
 //! ```no_run
 //! use imgscrub_disk::BlockDev;
@@ -32,6 +33,7 @@ pub mod header;
 mod image;
 pub mod l2;
 pub mod refcount;
+mod repair;
 mod storage;
 mod write;
 

@@ -28,6 +28,14 @@ use crate::refcount;
 
 /// Refcount table entries: bits 9..64 hold the refcount block offset.
 const REFT_OFFSET_MASK: u64 = 0xffff_ffff_ffff_fe00;
+/// A refcount change.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RcOp {
+    Inc,
+    Dec,
+    Set(u64),
+}
+
 /// Bound on nested refcount-block/table allocations for one cluster.
 const MAX_ALLOC_DEPTH: u32 = 8;
 
@@ -398,19 +406,7 @@ impl Qcow2 {
     /// Read the refcount of the cluster holding host offset `host`.
     pub fn refcount(&self, host: u64) -> Result<u64> {
         let mut m = lock(&self.meta);
-        let order = self.hdr.refcount_order;
-        let per = refcount::entries_per_block(self.cluster_bits, order);
-        let c = host >> self.cluster_bits;
-        let Some(&rte) = m.reftable.get((c / per) as usize) else {
-            return Ok(0);
-        };
-        let off = rte & REFT_OFFSET_MASK;
-        if off == 0 {
-            return Ok(0);
-        }
-        let b = self.refblock(&mut m, off)?;
-        refcount::get(b, c % per, order)
-            .ok_or_else(|| Qcow2Error::corrupt("refcount block", off, "index out of range"))
+        self.refcount_locked(&mut m, host)
     }
 
     /// Add `delta` (+1 or -1) to the refcount of the cluster at `host`, writing the change
@@ -422,6 +418,47 @@ impl Qcow2 {
         delta: i64,
         depth: u32,
     ) -> Result<()> {
+        let op = if delta > 0 { RcOp::Inc } else { RcOp::Dec };
+        self.change_refcount(m, host, op, depth)
+    }
+
+    /// The refcount of the cluster at `host` (0 when no block covers it).
+    pub(crate) fn refcount_locked(&self, m: &mut Meta, host: u64) -> Result<u64> {
+        let order = self.hdr.refcount_order;
+        let per = refcount::entries_per_block(self.cluster_bits, order);
+        let c = host >> self.cluster_bits;
+        let Some(&rte) = m.reftable.get((c / per) as usize) else {
+            return Ok(0);
+        };
+        let off = rte & REFT_OFFSET_MASK;
+        if off == 0 {
+            return Ok(0);
+        }
+        let b = self.refblock(m, off)?;
+        refcount::get(b, c % per, order)
+            .ok_or_else(|| Qcow2Error::corrupt("refcount block", off, "index out of range"))
+    }
+
+    /// Increment, decrement or set the refcount of the cluster at `host`, writing the change
+    /// through; creates refcount blocks (and grows the table) when a non-zero count needs one.
+    pub(crate) fn change_refcount(
+        &self,
+        m: &mut Meta,
+        host: u64,
+        op: RcOp,
+        depth: u32,
+    ) -> Result<()> {
+        let delta: i64 = match op {
+            RcOp::Inc => 1,
+            RcOp::Dec => -1,
+            RcOp::Set(0) => {
+                if self.refcount_locked(m, host)? == 0 {
+                    return Ok(());
+                }
+                -1
+            }
+            RcOp::Set(_) => 1,
+        };
         if depth > MAX_ALLOC_DEPTH {
             return Err(Qcow2Error::corrupt(
                 "refcount table",
@@ -460,7 +497,15 @@ impl Qcow2 {
         let block = self.refblock(m, rb_off)?;
         let old = refcount::get(block, rb_idx, order)
             .ok_or_else(|| Qcow2Error::corrupt("refcount block", rb_off, "index out of range"))?;
-        let new = if delta > 0 {
+        let new = if let RcOp::Set(v) = op {
+            if v > max {
+                return Err(Qcow2Error::Unsupported(format!(
+                    "refcount {v} of cluster {host:#x} does not fit in {}-bit refcounts",
+                    1u32 << order
+                )));
+            }
+            v
+        } else if delta > 0 {
             old.checked_add(1).filter(|&v| v <= max).ok_or_else(|| {
                 Qcow2Error::Unsupported(format!("refcount of cluster {host:#x} would overflow"))
             })?
