@@ -1147,8 +1147,8 @@ fn check_debugfs(image: &Path, dir: &Path, m: &Model) {
         if !n.xattrs.is_empty() {
             let s = &sections[&format!("ea_list <{ino}>")];
             for (k, v) in &n.xattrs {
-                // Short values are printed in full; long ones may be elided.
-                let want = if v.len() <= 40 {
+                // debugfs prints values shorter than 40 bytes in full, longer ones only by length.
+                let want = if v.len() <= 32 {
                     format!("{k} ({}) = \"{}\"", v.len(), show(v))
                 } else {
                     format!("{k} ({})", v.len())
