@@ -21,7 +21,7 @@
 //! reading without `-U` — an image imgscrub holds. The locks belong to the lock's own file
 //! descriptor and disappear when it is closed (also when the process dies).
 
-use nix::errno::Errno;
+pub use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, fcntl};
 use nix::libc;
 use std::fs::File;

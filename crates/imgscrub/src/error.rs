@@ -42,6 +42,12 @@ pub enum Error {
     /// Zeroing free space or converting failed.
     #[error(transparent)]
     Shrink(#[from] imgscrub_shrink::ShrinkError),
+    /// The image is in use by another process (QEMU image locks), or cannot be locked.
+    #[error(transparent)]
+    Lock(#[from] imgscrub_disk::LockError),
+    /// Finishing or rolling back an interrupted change (the redo log) failed.
+    #[error("{0}")]
+    Redo(#[from] imgscrub_disk::RedoError),
     /// Writing was asked of an image opened read-only.
     #[error("{}: opened read-only; open it for writing to change it", path.display())]
     ReadOnly {

@@ -2,8 +2,10 @@
 
 use crate::error::{Error, Result};
 use crate::inspect::BackingFile;
+use imgscrub_disk::lock::{ImageLock, LockError, LockMode};
 use imgscrub_disk::partition::{Partition, PartitionTable, discover};
-use imgscrub_disk::{BlockDev, RawFile, Slice};
+use imgscrub_disk::redo::{self, StagedFile};
+use imgscrub_disk::{AllocRange, BlockDev, RawFile, Slice};
 use serde::Serialize;
 use std::fmt;
 use std::fs::File;
@@ -66,12 +68,18 @@ pub struct OpenOptions {
 }
 
 /// An open disk image.
+///
+/// Opened for writing, the image file is staged: every write (guest data, and for qcow2 the
+/// tables and clusters it allocates in the file) stays in memory until the device is
+/// flushed, and the flush applies all of it atomically through a redo log (see
+/// `docs/safety.md`). The image holds a QEMU-compatible lock for as long as it is open.
 pub struct Image {
     path: PathBuf,
     format: Format,
     dev: Arc<dyn BlockDev>,
     backing: Vec<BackingFile>,
     warnings: Vec<String>,
+    _lock: Option<ImageLock>,
 }
 
 impl fmt::Debug for Image {
@@ -115,6 +123,12 @@ fn open_err(path: &Path, message: impl Into<String>) -> Error {
 impl Image {
     /// Open the image at `path`: detect raw vs qcow2 (or use `opts.format`), open it
     /// read-only unless `opts.write`, and list the backing chain of a qcow2 image.
+    ///
+    /// Before anything else, the image is locked the way QEMU locks images (writing: nobody
+    /// else may write or read it consistently; reading: nobody may write it), and a redo log
+    /// left by an interrupted imgscrub is dealt with: a complete one is applied, an
+    /// incomplete one removed (either way [`Image::warnings`] says so). This needs write
+    /// access even for a read-only open; without it the open fails and says how to finish.
     pub fn open(path: impl AsRef<Path>, opts: OpenOptions) -> Result<Image> {
         let path = path.as_ref();
         let meta = std::fs::metadata(path).map_err(|e| open_err(path, e.to_string()))?;
@@ -126,6 +140,25 @@ impl Image {
                 path,
                 "is not a regular file (block devices and pipes are not supported: use an image file)",
             ));
+        }
+        let mut warnings = Vec::new();
+        let mode = if opts.write {
+            LockMode::Write
+        } else {
+            LockMode::Read
+        };
+        let mut lock = take_lock(path, mode, &mut warnings)?;
+        if redo::has_log(path) {
+            if !opts.write {
+                // Recovery writes: hold the write lock while it runs.
+                drop(lock.take());
+                let wlock = take_lock(path, LockMode::Write, &mut warnings)?;
+                recover_log(path, &mut warnings)?;
+                drop(wlock);
+                lock = take_lock(path, mode, &mut warnings)?;
+            } else {
+                recover_log(path, &mut warnings)?;
+            }
         }
         let detected = detect_format(path)?;
         let format = match opts.format {
@@ -139,7 +172,6 @@ impl Image {
             Some(f) => f,
             None => detected,
         };
-        let mut warnings = Vec::new();
         let (dev, backing): (Arc<dyn BlockDev>, _) = match format {
             Format::Raw => {
                 if detected == Format::Qcow2 {
@@ -147,12 +179,12 @@ impl Image {
                         "the file has a qcow2 header but is read as raw (--format raw)".to_string(),
                     );
                 }
-                let f = if opts.write {
-                    RawFile::open_rw(path)?
+                let dev: Arc<dyn BlockDev> = if opts.write {
+                    Arc::new(StagedFile::open(path)?)
                 } else {
-                    RawFile::open(path)?
+                    Arc::new(RawFile::open(path)?)
                 };
-                (Arc::new(f), Vec::new())
+                (dev, Vec::new())
             }
             Format::Qcow2 => {
                 let (chain, w) = backing_chain(path);
@@ -166,6 +198,7 @@ impl Image {
             dev,
             backing,
             warnings,
+            _lock: lock,
         })
     }
 
@@ -178,6 +211,7 @@ impl Image {
             dev,
             backing: Vec::new(),
             warnings: Vec::new(),
+            _lock: None,
         }
     }
 
@@ -222,18 +256,136 @@ impl Image {
     }
 }
 
-/// Open a qcow2 image (and its backing chain, read-only) as a block device.
+/// Open a qcow2 image (and its backing chain, read-only) as a block device. For writing,
+/// the qcow2 layer runs over a [`StagedFile`]: cluster allocations and table updates are
+/// staged with the data and reach the file only through the redo log, when the device is
+/// flushed.
 fn open_qcow2(path: &Path, write: bool) -> Result<Arc<dyn BlockDev>> {
-    let opts = if write {
-        imgscrub_qcow2::OpenOptions::read_write()
-    } else {
-        imgscrub_qcow2::OpenOptions::read_only()
-    };
-    let img = imgscrub_qcow2::Qcow2::open(path, &opts).map_err(|source| Error::Qcow2 {
+    let qerr = |source| Error::Qcow2 {
         path: path.to_path_buf(),
         source,
-    })?;
-    Ok(Arc::new(img))
+    };
+    if !write {
+        let opts = imgscrub_qcow2::OpenOptions::read_only();
+        let img = imgscrub_qcow2::Qcow2::open(path, &opts).map_err(qerr)?;
+        return Ok(Arc::new(img));
+    }
+    let staged = Arc::new(StagedFile::open(path)?);
+    let storage = Box::new(StagedStorage(Arc::clone(&staged)));
+    let opts = imgscrub_qcow2::OpenOptions::read_write();
+    let img = imgscrub_qcow2::Qcow2::from_storage_at(storage, path, &opts).map_err(qerr)?;
+    Ok(Arc::new(CommitOnFlush { inner: img, staged }))
+}
+
+/// Take the image lock. Filesystems without OFD locks (some network filesystems) get a
+/// warning instead, as QEMU does; a conflicting holder is an error.
+fn take_lock(path: &Path, mode: LockMode, warnings: &mut Vec<String>) -> Result<Option<ImageLock>> {
+    match ImageLock::acquire(path, mode) {
+        Ok(l) => Ok(Some(l)),
+        Err(e @ LockError::InUse { .. }) => Err(Error::Lock(e)),
+        Err(LockError::Io { errno, .. })
+            if matches!(
+                errno,
+                nix_errno::ENOLCK | nix_errno::EINVAL | nix_errno::EOPNOTSUPP | nix_errno::ENOSYS
+            ) =>
+        {
+            warnings.push(format!(
+                "{}: the filesystem does not support image locks ({errno}); not locked",
+                path.display()
+            ));
+            Ok(None)
+        }
+        Err(e) => Err(Error::Lock(e)),
+    }
+}
+
+use imgscrub_disk::lock::Errno as nix_errno;
+
+/// Finish or roll back the change a redo log describes.
+fn recover_log(path: &Path, warnings: &mut Vec<String>) -> Result<()> {
+    let writable = std::fs::OpenOptions::new().write(true).open(path);
+    if let Err(e) = writable {
+        return Err(open_err(
+            path,
+            format!(
+                "an interrupted imgscrub change is pending in {} but the image cannot be opened \
+                 for writing to finish it ({e}); run any imgscrub command on it with write access",
+                redo::log_path(path).display()
+            ),
+        ));
+    }
+    let r = redo::recover(path)?;
+    if let Some(m) = r.message(path) {
+        warnings.push(m);
+    }
+    Ok(())
+}
+
+/// A qcow2 image over a staged file: flushing it commits the staged file.
+struct CommitOnFlush {
+    inner: imgscrub_qcow2::Qcow2,
+    staged: Arc<StagedFile>,
+}
+
+impl BlockDev for CommitOnFlush {
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> imgscrub_disk::Result<()> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> imgscrub_disk::Result<()> {
+        self.inner.write_at(buf, offset)
+    }
+    /// Writes the qcow2 metadata into the staged file, then commits it atomically.
+    fn flush(&self) -> imgscrub_disk::Result<()> {
+        self.inner.flush()?;
+        self.staged.flush()
+    }
+    fn is_read_only(&self) -> bool {
+        self.inner.is_read_only()
+    }
+    fn write_zeroes(&self, offset: u64, len: u64) -> imgscrub_disk::Result<()> {
+        self.inner.write_zeroes(offset, len)
+    }
+    fn discard(&self, offset: u64, len: u64) -> imgscrub_disk::Result<()> {
+        self.inner.discard(offset, len)
+    }
+    fn allocation(&self, offset: u64, len: u64) -> imgscrub_disk::Result<Vec<AllocRange>> {
+        self.inner.allocation(offset, len)
+    }
+}
+
+/// The staged file as qcow2 host storage (it grows when clusters are appended; syncs are
+/// no-ops because the commit is what makes changes durable).
+struct StagedStorage(Arc<StagedFile>);
+
+impl imgscrub_qcow2::Storage for StagedStorage {
+    fn len(&self) -> imgscrub_qcow2::Result<u64> {
+        Ok(self.0.len())
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> imgscrub_qcow2::Result<()> {
+        Ok(self.0.read_at(buf, offset)?)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> imgscrub_qcow2::Result<()> {
+        Ok(self.0.write_at_grow(buf, offset)?)
+    }
+    fn sync(&self) -> imgscrub_qcow2::Result<()> {
+        Ok(())
+    }
+    fn punch_hole(&self, offset: u64, len: u64) -> imgscrub_qcow2::Result<()> {
+        let end = offset.saturating_add(len).min(self.0.len());
+        if end > offset {
+            self.0.zero_range(offset, end - offset)?;
+        }
+        Ok(())
+    }
+    fn name(&self) -> String {
+        self.0.path().display().to_string()
+    }
+    fn path(&self) -> Option<&Path> {
+        Some(self.0.path())
+    }
 }
 
 /// Read the backing chain from the qcow2 headers (backing name at the offset the header
