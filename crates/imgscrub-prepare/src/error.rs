@@ -58,6 +58,15 @@ pub enum PrepareError {
         /// The regex crate's message.
         message: String,
     },
+    /// A profile file on the host could not be read.
+    #[error("cannot read profile {path}: {source}")]
+    ProfileIo {
+        /// Host path.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A guest path is unusable (not absolute, or leads through a non-directory).
     #[error("bad guest path {0:?}")]
     BadPath(String),

@@ -107,6 +107,19 @@ pub fn builtin_text(name: &str) -> Option<&'static str> {
     BUILTINS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
 }
 
+/// Read a profile file from the host (at most 1 MiB).
+fn read_host_profile(path: &std::path::Path) -> Result<String> {
+    use std::io::Read;
+    let err = |source| PrepareError::ProfileIo {
+        path: path.display().to_string(),
+        source,
+    };
+    let f = std::fs::File::open(path).map_err(err)?;
+    let mut text = String::new();
+    f.take(1 << 20).read_to_string(&mut text).map_err(err)?;
+    Ok(text)
+}
+
 fn parse_file(name: &str, text: &str) -> Result<ProfileFile> {
     toml::from_str::<ProfileFile>(text).map_err(|e| PrepareError::Profile {
         name: name.to_string(),
@@ -134,6 +147,35 @@ impl Profile {
         base: &dyn Fn(&str) -> Result<String>,
     ) -> Result<Profile> {
         Self::resolve(default_name, text, base)
+    }
+
+    /// What `--profile X` means: a built-in name, or else a TOML file on the host. A
+    /// file's `extends` may name built-ins or other files (relative to its directory,
+    /// `.toml` optional). Its default name is the file stem.
+    pub fn load(spec: &str) -> Result<Profile> {
+        if builtin_text(spec).is_some() {
+            return Self::builtin(spec);
+        }
+        let path = std::path::Path::new(spec);
+        let text = read_host_profile(path)?;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| spec.to_string());
+        let dir = path
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        Self::resolve(&stem, &text, &|name| {
+            if let Some(t) = builtin_text(name) {
+                return Ok(t.to_string());
+            }
+            let mut p = dir.join(name);
+            if !p.exists() && p.extension().is_none() {
+                p.set_extension("toml");
+            }
+            read_host_profile(&p)
+        })
     }
 
     /// A resolver for [`Profile::from_toml`] that knows the built-ins.
@@ -266,6 +308,27 @@ path = "/var/lib/consul/node-id"
         let ops = p.operations.unwrap().resolve();
         assert!(!ops.contains("logfiles") && ops.contains("machine-id"));
         assert_eq!(p.actions.last().unwrap().profile, "site");
+    }
+
+    #[test]
+    fn load_builtin_or_file() {
+        assert_eq!(Profile::load("lx-alpine").unwrap().name, "lx-alpine");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("base.toml"),
+            "extends = [\"linux\"]\n[[action]]\nkind = \"delete\"\npath = \"/a\"\n",
+        )
+        .unwrap();
+        let site = dir.path().join("site.toml");
+        std::fs::write(&site, "extends = [\"base\"]\n").unwrap();
+        let p = Profile::load(site.to_str().unwrap()).unwrap();
+        assert_eq!(p.name, "site");
+        assert_eq!(p.chain, vec!["linux", "base", "site"]);
+        assert_eq!(p.actions.len(), 1);
+        assert!(matches!(
+            Profile::load("/nonexistent/x.toml"),
+            Err(PrepareError::ProfileIo { .. })
+        ));
     }
 
     #[test]
