@@ -33,7 +33,10 @@ fn walk(fs: &dyn Filesystem) -> BTreeMap<String, String> {
                     "dir".to_string()
                 }
                 FileType::Symlink => {
-                    format!("-> {}", String::from_utf8_lossy(&fs.readlink(e.node).unwrap()))
+                    format!(
+                        "-> {}",
+                        String::from_utf8_lossy(&fs.readlink(e.node).unwrap())
+                    )
                 }
                 FileType::Regular => {
                     let data = fs.read_all(e.node).unwrap();
@@ -43,7 +46,10 @@ fn walk(fs: &dyn Filesystem) -> BTreeMap<String, String> {
             };
             out.insert(
                 p,
-                format!("{:?} {:04o} {}:{} {body}", m.file_type, m.perm, m.uid, m.gid),
+                format!(
+                    "{:?} {:04o} {}:{} {body}",
+                    m.file_type, m.perm, m.uid, m.gid
+                ),
             );
         }
     }
@@ -89,7 +95,11 @@ fn host_directory_and_ext4_image_end_identical() {
 
             let dev = RawFile::open_rw(&img).unwrap();
             let mut efs = Ext4::open(dev, true).unwrap();
-            assert_eq!(walk(&efs), before_host, "{distro}: image differs before prepare");
+            assert_eq!(
+                walk(&efs),
+                before_host,
+                "{distro}: image differs before prepare"
+            );
             let erep = prepare(&mut efs, &profile, &opts).unwrap();
             efs.flush().unwrap();
             drop(efs);
@@ -101,8 +111,15 @@ fn host_directory_and_ext4_image_end_identical() {
                     .map(|s| serde_json::to_string(s).unwrap())
                     .collect::<Vec<_>>()
             };
-            assert_eq!(steps(&erep), steps(&hrep), "{distro}/{profile_name}: plans differ");
-            assert!(!hrep.steps.is_empty(), "{distro}/{profile_name}: nothing to do?");
+            assert_eq!(
+                steps(&erep),
+                steps(&hrep),
+                "{distro}/{profile_name}: plans differ"
+            );
+            assert!(
+                !hrep.steps.is_empty(),
+                "{distro}/{profile_name}: nothing to do?"
+            );
 
             let efs = Ext4::open(RawFile::open(&img).unwrap(), false).unwrap();
             let (a, b) = (walk(&hfs), walk(&efs));
@@ -110,7 +127,10 @@ fn host_directory_and_ext4_image_end_identical() {
                 assert_eq!(b.get(k), Some(v), "{distro}/{profile_name}: {k} differs");
             }
             for k in b.keys() {
-                assert!(a.contains_key(k), "{distro}/{profile_name}: {k} only in the image");
+                assert!(
+                    a.contains_key(k),
+                    "{distro}/{profile_name}: {k} only in the image"
+                );
             }
         }
     }
