@@ -606,3 +606,37 @@ fn journal_replay_crafted_wrap_revoke_escape() {
         "escaped block not restored"
     );
 }
+
+/// A journal on an external device cannot be replayed: a clear `NeedsRecovery` naming the
+/// reason, from `journal::replay` and from `Ext4Fs::open`, and the image untouched.
+#[test]
+fn journal_external_device_refused() {
+    require_tools!("mke2fs", "debugfs", "e2fsck", "dumpe2fs");
+    let Some(fx) = fixture("default") else { return };
+    debugfs_w(
+        &fx.image,
+        "ssv journal_inum 0\nssv journal_dev 0x801\nfeature needs_recovery\n",
+    );
+    let before = std::fs::read(&fx.image).unwrap();
+    let dev = RawFile::open_rw(&fx.image).unwrap();
+    let f = |_: u64| -> imgscrub_ext4::Result<u64> { Err(Ext4Error::corrupt("journal", "none")) };
+    let err = journal::replay(&dev, fx.block_size as u32, &f, 1024).unwrap_err();
+    assert!(
+        matches!(&err, Ext4Error::NeedsRecovery(m) if m.contains("external")),
+        "{err:?}"
+    );
+    drop(dev);
+    let err = imgscrub_ext4::fs::Ext4Fs::open(
+        RawFile::open_rw(&fx.image).unwrap(),
+        imgscrub_ext4::fs::OpenOptions { writable: true },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, Ext4Error::NeedsRecovery(m) if m.contains("external")),
+        "{err:?}"
+    );
+    assert!(
+        std::fs::read(&fx.image).unwrap() == before,
+        "image modified"
+    );
+}
