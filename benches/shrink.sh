@@ -8,7 +8,10 @@
 #   (d) imgscrub convert --sparsify --compress zlib
 #   (d9) the same with --level 9, for reference
 #
-#   benches/shrink.sh [WORKDIR]        (env: TREE=/usr/share  IMGSCRUB="cmd"  KEEP=1)
+#   benches/shrink.sh [WORKDIR]        (env: TREE=/usr/share  IMGSCRUB="cmd"  KEEP=1  NICE=-10)
+#
+# NICE runs every measured command (baselines and ours alike) at that nice level, which
+# gives steadier figures on a machine shared with other jobs (negative values need root).
 #
 # zerofree works on a filesystem image, so the root partition is copied out, zerofreed and
 # copied back; only zerofree itself is timed (as if it ran on a loop device). The same
@@ -75,7 +78,7 @@ vsize=$(stat -c %s "$disk")
 measure() {
   local name=$1; shift
   cat "$disk" zf.raw > /dev/null 2>&1 || true
-  /usr/bin/time -f '%e %M %U %S' -o "time.$name" "$@" >/dev/null
+  ${NICE:+nice -n "$NICE"} /usr/bin/time -f '%e %M %U %S' -o "time.$name" "$@" >/dev/null
   local u s
   read -r secs rss u s < "time.$name"
   cpu=$(echo "$u + $s" | bc)
@@ -122,7 +125,7 @@ sa=$(size a.qcow2) sb=$(size b.qcow2) sc=$(size c.qcow2) sd=$(size d.qcow2) sd9=
 
 echo
 echo "image: $(mib "$vsize") MiB virtual, tree $tree, zerofree alone ${zf_secs}s (${zf_cpu}s CPU)"
-echo "machine: $(nproc) CPUs, load average before the runs: $load"
+echo "machine: $(nproc) CPUs, load average before the runs: $load${NICE:+, nice $NICE}"
 printf '%-44s %9s %9s %11s %10s %9s\n' variant "wall s" "CPU s" "size MiB" "% of raw" "RSS MiB"
 row() { printf '%-44s %9s %9s %11s %10s %9s\n' "$1" "$2" "$3" "$(mib "$4")" \
   "$(echo "scale=1; 100 * $4 / $vsize" | bc)" "$(echo "scale=1; $5 / 1024" | bc)"; }

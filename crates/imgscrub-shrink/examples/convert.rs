@@ -69,6 +69,7 @@ fn main() -> ExitCode {
         return usage();
     };
     let t0 = Instant::now();
+    let mut t_free = 0.0;
     let result = (|| -> imgscrub_shrink::Result<_> {
         let dev = RawFile::open(input)?;
         let free = if sparsify {
@@ -76,6 +77,7 @@ fn main() -> ExitCode {
         } else {
             None
         };
+        t_free = t0.elapsed().as_secs_f64();
         let o = ConvertOptions {
             skip: free.as_ref(),
             ..opts
@@ -85,7 +87,7 @@ fn main() -> ExitCode {
     match result {
         Ok(r) => {
             println!(
-                "{{\"seconds\": {:.3}, \"virtual_size\": {}, \"bytes_read\": {}, \"bytes_skipped\": {}, \
+                "{{\"seconds\": {:.3}, \"free_map_seconds\": {t_free:.3}, \"virtual_size\": {}, \"bytes_read\": {}, \"bytes_skipped\": {}, \
                  \"output_size\": {}, \"clusters\": {}, \"zero\": {}, \"compressed\": {}, \"raw\": {}}}",
                 t0.elapsed().as_secs_f64(),
                 r.virtual_size,

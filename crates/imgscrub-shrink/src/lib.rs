@@ -5,6 +5,7 @@
 //! The two meet in `prepare --output`: [`free_ranges_of_disk`] gives the byte ranges that
 //! are free, and [`convert`] with [`ConvertOptions::skip`] never reads them.
 
+#![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod compress;
