@@ -7,6 +7,18 @@
 //! untrusted: configuration files larger than 16 MiB are refused, and non-UTF-8 content is
 //! edited as bytes.
 //!
+//! The API, in the order a caller uses it:
+//!
+//! - [`Profile::load`] (`--profile NAME|FILE`), [`Profile::builtin`], [`Profile::from_toml`],
+//!   [`builtin_names`];
+//! - [`inspect`] → [`OsInfo`] (family, version, init, SELinux, fstab; [`block_mounts`] for
+//!   joining partitions);
+//! - [`plan`]`(fs, &profile, &Options)` → [`Plan`]; [`report`] turns a plan into the dry-run
+//!   [`Report`]; [`execute`]`(fs, &plan)` applies it and returns the [`Report`] (a dry-run
+//!   plan writes nothing); [`prepare`] does both;
+//! - [`list_operations`] / [`list_operations_text`] for `list-operations`, and
+//!   [`Selection::parse`] for `--operations a,b,-c`.
+//!
 //! ```no_run
 //! # fn main() -> Result<(), imgscrub_prepare::PrepareError> {
 //! use imgscrub_prepare::{Options, Profile, execute, plan};
