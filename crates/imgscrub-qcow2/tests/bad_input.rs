@@ -328,7 +328,7 @@ fn random_corruption_never_panics() {
             let i = rng.below(lim as u64) as usize;
             b[i] = rng.next() as u8;
         }
-        let mem = DevStorage(MemDev::from_vec(b));
+        let mem = DevStorage(MemDev::from_vec(b.clone()));
         if let Ok(img) = Qcow2::from_storage(Box::new(mem), &OpenOptions::read_only()) {
             let mut buf = vec![0u8; 64 << 10];
             let mut off = 0;
@@ -338,6 +338,17 @@ fn random_corruption_never_panics() {
                 off += n as u64;
             }
             let _ = img.allocation(0, img.len());
+        }
+        // The write paths (and the refcount repair of dirty lazy images) on the same input.
+        let mem = imgscrub_qcow2::MemStorage::from_vec(b);
+        if let Ok(img) = Qcow2::from_storage(Box::new(mem), &OpenOptions::read_write()) {
+            let len = img.len();
+            let off = rng.below(len.max(1));
+            let n = (len - off.min(len)).min(1 + rng.below(20_000));
+            let _ = img.write_at(&vec![0x5a; n as usize], off);
+            let _ = img.write_zeroes(off / 2, n);
+            let _ = img.discard(0, len.min(70_000));
+            let _ = img.flush();
         }
     }
 }
