@@ -11,9 +11,9 @@
 //!
 //! - [`Profile::load`] (`--profile NAME|FILE`), [`Profile::builtin`], [`Profile::from_toml`],
 //!   [`builtin_names`];
-//! - [`inspect`] → [`OsInfo`] (family, version, init, SELinux, fstab; [`block_mounts`] for
+//! - [`inspect()`] → [`OsInfo`] (family, version, init, SELinux, fstab; [`block_mounts`] for
 //!   joining partitions);
-//! - [`plan`]`(fs, &profile, &Options)` → [`Plan`]; [`report`] turns a plan into the dry-run
+//! - [`plan()`]`(fs, &profile, &Options)` → [`Plan`]; [`report()`] turns a plan into the dry-run
 //!   [`Report`]; [`execute`]`(fs, &plan)` applies it and returns the [`Report`] (a dry-run
 //!   plan writes nothing); [`prepare`] does both;
 //! - [`list_operations`] / [`list_operations_text`] for `list-operations`, and
