@@ -60,30 +60,39 @@ impl FileStorage {
             .open(&path)
             .map_err(|e| Qcow2Error::io(format!("open {}", path.display()), e))?;
         if writable {
-            use rustix::fs::{FlockOperation, fcntl_lock};
-            match fcntl_lock(&file, FlockOperation::NonBlockingLockExclusive) {
-                Ok(()) => {}
-                Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::ACCESS => {
-                    return Err(Qcow2Error::InUse(path.display().to_string()));
-                }
-                // File systems without locks: proceed unlocked.
-                Err(_) => {}
-            }
+            lock_exclusive(&file, &path)?;
         }
         Ok(FileStorage { file, path })
     }
 
-    /// Create (truncate) `path` for writing.
+    /// Create (or truncate) `path` for writing, with the same lock as [`FileStorage::open`]:
+    /// an existing image that QEMU has open is refused, not truncated.
     pub fn create(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
-            .truncate(true)
+            .truncate(false)
             .open(&path)
             .map_err(|e| Qcow2Error::io(format!("create {}", path.display()), e))?;
+        // Lock first, so that an image in use is refused before it is truncated.
+        lock_exclusive(&file, &path)?;
+        file.set_len(0)
+            .map_err(|e| Qcow2Error::io(format!("truncate {}", path.display()), e))?;
         Ok(FileStorage { file, path })
+    }
+}
+
+/// Take an exclusive whole-file `fcntl` lock, or fail with [`Qcow2Error::InUse`] when another
+/// process (QEMU) holds a conflicting lock. File systems without locks proceed unlocked.
+fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
+    use rustix::fs::{FlockOperation, fcntl_lock};
+    match fcntl_lock(file, FlockOperation::NonBlockingLockExclusive) {
+        Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::ACCESS => {
+            Err(Qcow2Error::InUse(path.display().to_string()))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -376,14 +376,19 @@ fn image_in_use_by_qemu_is_refused() {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    let before = std::fs::read(p(d, "busy.qcow2")).unwrap();
     let res = Qcow2::open(p(d, "busy.qcow2"), &OpenOptions::read_write());
     let ro = Qcow2::open(p(d, "busy.qcow2"), &OpenOptions::read_only());
+    let created = Qcow2::create(p(d, "busy.qcow2"), 1 << 20, &Default::default());
+    let after = std::fs::read(p(d, "busy.qcow2")).unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(sock.exists(), "qemu-nbd did not start");
     let e = res.unwrap_err();
     assert!(matches!(e, Qcow2Error::InUse(_)), "{e}");
     assert!(ro.is_ok());
+    assert!(matches!(created, Err(Qcow2Error::InUse(_))));
+    assert!(after == before, "create must not truncate an image in use");
     // Once qemu-nbd is gone, writing works.
     assert!(Qcow2::open(p(d, "busy.qcow2"), &OpenOptions::read_write()).is_ok());
 }
