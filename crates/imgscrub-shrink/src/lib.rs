@@ -4,6 +4,30 @@
 //!
 //! The two meet in `prepare --output`: [`free_ranges_of_disk`] gives the byte ranges that
 //! are free, and [`convert`] with [`ConvertOptions::skip`] never reads them.
+//!
+//! ```no_run
+//! use imgscrub_disk::RawFile;
+//! use imgscrub_shrink::{
+//!     Compression, ConvertOptions, NoProgress, SparsifyOptions, convert, free_ranges_of_disk,
+//!     sparsify,
+//! };
+//! // `imgscrub convert IN OUT --sparsify --compress zstd`: one read-only pass.
+//! let input = RawFile::open("disk.raw")?;
+//! let free = free_ranges_of_disk(&input)?;
+//! let opts = ConvertOptions {
+//!     compression: Compression::Zstd,
+//!     skip: Some(&free),
+//!     ..ConvertOptions::default()
+//! };
+//! let report = convert(&input, "disk.qcow2".as_ref(), &opts, &NoProgress)?;
+//! println!("read {} of {} bytes", report.bytes_read, report.virtual_size);
+//!
+//! // `imgscrub sparsify IMAGE`: in place.
+//! let image = RawFile::open_rw("disk.raw")?;
+//! let r = sparsify(&image, &SparsifyOptions::default(), &NoProgress)?;
+//! println!("zeroed {} bytes, {} were zero already", r.zeroed, r.already_zero);
+//! # Ok::<(), imgscrub_shrink::ShrinkError>(())
+//! ```
 
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
