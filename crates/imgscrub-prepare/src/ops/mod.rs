@@ -192,6 +192,24 @@ mod tests {
     }
 
     #[test]
+    fn list_operations_outputs() {
+        let text = list_operations_text();
+        assert_eq!(text.lines().count(), catalogue().len());
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("machine-id") && l.contains(" * "))
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("firewall-rules") && !l.contains(" * "))
+        );
+        let json = serde_json::to_value(list_operations()).unwrap();
+        let first = &json[0];
+        assert!(first["name"].is_string() && first["description"].is_string());
+        assert!(first["default"].is_boolean() && first["virt_sysprep"].is_boolean());
+    }
+
+    #[test]
     fn docs_list_every_operation() {
         let doc = include_str!("../../../../docs/operations.md");
         for o in catalogue() {
