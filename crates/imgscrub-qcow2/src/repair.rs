@@ -101,6 +101,7 @@ impl Qcow2 {
         let ext = self.hdr.extended_l2();
         let v3 = self.hdr.version >= 3;
         let esz = self.hdr.l2_entry_size();
+        let mut seen_l2 = std::collections::HashSet::new();
         for (i, &e) in m.l1.iter().enumerate() {
             let at = self.hdr.l1_table_offset + i as u64 * 8;
             let l2_off = l2::l1_offset(e, self.cluster_bits, at)?;
@@ -108,6 +109,15 @@ impl Qcow2 {
                 continue;
             }
             add("L1 entry", l2_off, cs)?;
+            // Without snapshots an L2 table belongs to one L1 entry; refusing duplicates also
+            // bounds the work to one read of each cluster of the file.
+            if !seen_l2.insert(l2_off) {
+                return Err(Qcow2Error::corrupt(
+                    "L1 table",
+                    at,
+                    format!("L2 table {l2_off:#x} is referenced twice"),
+                ));
+            }
             let table = l2::words_from_bytes(&self.read_meta_cluster("L2 table", l2_off)?);
             for j in 0..self.l2_entries {
                 let w = if ext { j * 2 } else { j } as usize;
