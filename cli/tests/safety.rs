@@ -1,0 +1,488 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Crash safety and locking of in-place commands (docs/safety.md):
+//! - `prepare --profile linux` interrupted at every failpoint of its commit sequence (and by
+//!   `kill -9` at random moments) leaves, after the next open, the original or the fully
+//!   prepared image, with `qemu-img check` and `e2fsck -fn` clean;
+//! - writing commands refuse an image QEMU holds, and QEMU refuses an image imgscrub writes;
+//! - an ext4 with multi-mount protection is refused.
+//!
+//! Runs of `prepare` use libfaketime with a frozen clock, so that two uninterrupted runs give
+//! byte-identical images and "fully prepared" can be checked with `qemu-img compare`.
+
+use imgscrub_testkit::{assert_e2fsck_clean, fixture, in_ci, require_tools, run, run_ok, tool};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_imgscrub");
+const FROZEN: &str = "2024-01-01 00:00:00";
+
+fn faketime_lib() -> Option<PathBuf> {
+    let found = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+        "/usr/lib64/faketime/libfaketime.so.1",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists());
+    if found.is_none() {
+        assert!(
+            !in_ci(),
+            "libfaketime is required in CI (apt-get install faketime)"
+        );
+        eprintln!("skipping: libfaketime not found");
+    }
+    found
+}
+
+/// `imgscrub prepare IMG --profile linux` with a frozen clock and optional failpoint.
+fn prepare_cmd(lib: &Path, img: &Path, failpoint: Option<&str>) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(["prepare", "--profile", "linux"])
+        .arg(img)
+        .env("LD_PRELOAD", lib)
+        .env("FAKETIME", FROZEN)
+        .env_remove("IMGSCRUB_FAILPOINT")
+        .env_remove("IMGSCRUB_FAILPOINT_TRACE");
+    if let Some(f) = failpoint {
+        c.env("IMGSCRUB_FAILPOINT", f);
+    }
+    c
+}
+
+fn imgscrub(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("IMGSCRUB_FAILPOINT")
+        .output()
+        .unwrap()
+}
+
+fn bytes(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap()
+}
+
+/// The sample in `format` (qcow2 as shipped, raw converted).
+fn sample(dir: &Path, format: &str) -> PathBuf {
+    let q = dir.join("orig.qcow2");
+    std::fs::copy(fixture("sample.qcow2"), &q).unwrap();
+    if format == "qcow2" {
+        return q;
+    }
+    let r = dir.join("orig.raw");
+    run_ok(
+        tool("qemu-img")
+            .args(["convert", "-O", "raw"])
+            .arg(&q)
+            .arg(&r),
+    );
+    r
+}
+
+/// The ext4 root partition of `disk` extracted to a file of its own.
+fn root_fs(dir: &Path, disk: &Path) -> PathBuf {
+    let o = imgscrub(&["inspect", "--json", disk.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let part = v["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["filesystem"]["type"] == "ext4")
+        .unwrap()
+        .clone();
+    let (start, size) = (
+        part["start"].as_u64().unwrap() as usize,
+        part["size"].as_u64().unwrap() as usize,
+    );
+    let raw = dir.join("check-whole.raw");
+    run_ok(
+        tool("qemu-img")
+            .args(["convert", "-O", "raw"])
+            .arg(disk)
+            .arg(&raw),
+    );
+    let data = bytes(&raw);
+    let out = dir.join("check-root.ext4");
+    std::fs::write(&out, &data[start..start + size]).unwrap();
+    std::fs::remove_file(&raw).unwrap();
+    out
+}
+
+fn identical(a: &Path, b: &Path) -> bool {
+    let o = run(tool("qemu-img").arg("compare").arg(a).arg(b));
+    match o.status.code() {
+        Some(0) => true,
+        Some(1) => false,
+        _ => panic!(
+            "qemu-img compare {} {}: {}",
+            a.display(),
+            b.display(),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    }
+}
+
+/// After an interruption: the next (read-only) open recovers, then the image is the
+/// original or the prepared one, and consistent. Returns true for "prepared".
+fn check_after_crash(dir: &Path, img: &Path, orig: &Path, prepared: &Path, what: &str) -> bool {
+    let o = imgscrub(&["inspect", "--json", img.to_str().unwrap()]);
+    assert!(
+        o.status.success(),
+        "{what}: inspect after the crash failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        !imgscrub_disk_log(img).exists(),
+        "{what}: the redo log is still there after the next open"
+    );
+    let is_orig = identical(img, orig);
+    let is_prep = !is_orig && identical(img, prepared);
+    assert!(
+        is_orig || is_prep,
+        "{what}: the image is neither the original nor the prepared one"
+    );
+    if img.extension().is_some_and(|e| e == "qcow2") {
+        run_ok(tool("qemu-img").arg("check").arg(img));
+    }
+    let fs = root_fs(dir, img);
+    assert_e2fsck_clean(&fs);
+    std::fs::remove_file(&fs).unwrap();
+    is_prep
+}
+
+fn imgscrub_disk_log(img: &Path) -> PathBuf {
+    let mut n = img.file_name().unwrap().to_os_string();
+    n.push(".imgscrub-redo");
+    img.with_file_name(n)
+}
+
+/// Steps of an uninterrupted run (from the failpoint trace).
+fn count_steps(lib: &Path, img: &Path) -> u64 {
+    let o = prepare_cmd(lib, img, None)
+        .env("IMGSCRUB_FAILPOINT_TRACE", "1")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .filter(|l| l.starts_with("imgscrub-failpoint: step "))
+        .count() as u64
+}
+
+fn every_failpoint(format: &str) {
+    require_tools!("qemu-img", "e2fsck");
+    let Some(lib) = faketime_lib() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let orig = sample(t.path(), format);
+    let prepared = t.path().join(format!("prepared.{format}"));
+    std::fs::copy(&orig, &prepared).unwrap();
+    let total = count_steps(&lib, &prepared);
+    assert!(total >= 4, "only {total} failpoint steps");
+    // Every step when there are few, else the first 20, every k-th and the last.
+    let points: Vec<u64> = if total <= 60 {
+        (1..=total + 1).collect()
+    } else {
+        let k = total / 30;
+        let mut v: Vec<u64> = (1..=20).chain((21..total).step_by(k as usize)).collect();
+        v.extend([total, total + 1]);
+        v
+    };
+    let img = t.path().join(format!("work.{format}"));
+    let start = Instant::now();
+    let (mut n_orig, mut n_prep) = (0, 0);
+    for n in points {
+        std::fs::copy(&orig, &img).unwrap();
+        let o = prepare_cmd(&lib, &img, Some(&n.to_string()))
+            .output()
+            .unwrap();
+        if o.status.success() {
+            assert!(
+                n > total,
+                "step {n} of {total}: the failpoint was not reached"
+            );
+            assert!(identical(&img, &prepared));
+            break;
+        }
+        assert_eq!(
+            o.status.code(),
+            None,
+            "step {n}: not a crash: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        if check_after_crash(
+            t.path(),
+            &img,
+            &orig,
+            &prepared,
+            &format!("{format} step {n}"),
+        ) {
+            n_prep += 1;
+        } else {
+            n_orig += 1;
+        }
+    }
+    eprintln!(
+        "{format}: {total} steps, {n_orig} crashes left the original, {n_prep} the prepared image, {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    assert!(n_orig > 0 && n_prep > 0);
+}
+
+#[test]
+fn prepare_interrupted_at_every_failpoint_qcow2() {
+    every_failpoint("qcow2");
+}
+
+#[test]
+fn prepare_interrupted_at_every_failpoint_raw() {
+    every_failpoint("raw");
+}
+
+/// A small deterministic generator (xorshift) for the kill moments.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
+}
+
+#[test]
+fn prepare_killed_at_random_moments() {
+    require_tools!("qemu-img", "e2fsck");
+    let Some(lib) = faketime_lib() else { return };
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    for format in ["qcow2", "raw"] {
+        let t = tempfile::tempdir().unwrap();
+        let orig = sample(t.path(), format);
+        let prepared = t.path().join(format!("prepared.{format}"));
+        std::fs::copy(&orig, &prepared).unwrap();
+        let total = count_steps(&lib, &prepared);
+        let img = t.path().join(format!("work.{format}"));
+        for i in 0..8 {
+            std::fs::copy(&orig, &img).unwrap();
+            // Half the runs pause at a random step, so the kill lands inside the commit.
+            let pause = (i % 2 == 0).then(|| format!("{}:sleep=30", 1 + rng.next(total)));
+            let delay = Duration::from_millis(rng.next(60));
+            let mut child = prepare_cmd(&lib, &img, pause.as_deref())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(delay);
+            let _ = child.kill(); // SIGKILL
+            let status = child.wait().unwrap();
+            let what = format!("{format} kill {i} after {delay:?} (pause {pause:?}, {status})");
+            check_after_crash(t.path(), &img, &orig, &prepared, &what);
+        }
+    }
+}
+
+/// Start `qemu-io` holding `img` open for writing; returns once it has locked the image.
+fn qemu_io_holding(img: &Path, format: &str) -> std::process::Child {
+    let mut child = tool("qemu-io")
+        .args(["-f", format, "-c", "sleep 60000"])
+        .arg(img)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the lock is there: for qcow2 `qemu-img info` (which refuses to share
+    // "write") sees it; QEMU's raw driver shares everything with readers, so for raw ask
+    // imgscrub itself.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let o = if format == "qcow2" {
+            run(tool("qemu-img").arg("info").arg(img))
+        } else {
+            imgscrub(&["ls", img.to_str().unwrap(), "/"])
+        };
+        if !o.status.success() {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("qemu-io did not lock {}", img.display());
+}
+
+#[test]
+fn writing_commands_refuse_an_image_qemu_holds() {
+    require_tools!("qemu-img", "qemu-io");
+    for format in ["qcow2", "raw"] {
+        let t = tempfile::tempdir().unwrap();
+        let img = sample(t.path(), format);
+        let before = bytes(&img);
+        let mut holder = qemu_io_holding(&img, format);
+        let p = img.to_str().unwrap();
+        let cmds: [&[&str]; 6] = [
+            &["prepare", "--profile", "linux", p],
+            &["rm", p, "/etc/hostname"],
+            &["mkdir", p, "/new-dir"],
+            &["sparsify", p],
+            &["prepare", "--profile", "linux", "--dry-run", p],
+            &["ls", p, "/"],
+        ];
+        for args in cmds {
+            let o = imgscrub(args);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(
+                o.status.code(),
+                Some(1),
+                "{args:?} while qemu-io holds the image: {err}"
+            );
+            assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+            assert!(err.contains("in use by another process"), "{args:?}: {err}");
+            assert_eq!(bytes(&img), before, "{args:?} changed the image");
+        }
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        // Once QEMU is gone, the same command works.
+        let o = imgscrub(&["rm", p, "/etc/hostname"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+#[test]
+fn qemu_refuses_an_image_imgscrub_writes() {
+    require_tools!("qemu-img", "qemu-io");
+    for format in ["qcow2", "raw"] {
+        let t = tempfile::tempdir().unwrap();
+        let img = sample(t.path(), format);
+        // Pause 3 s at the first step of the commit (after the lock was taken).
+        let mut child = Command::new(BIN)
+            .args(["prepare", "--profile", "linux"])
+            .arg(&img)
+            .env("IMGSCRUB_FAILPOINT", "1:sleep=3000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = imgscrub_disk_log(&img);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        // The log is created right before step 1.
+        while !log.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "imgscrub did not reach its commit"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let o = run(tool("qemu-io")
+            .args(["-f", format, "-c", "write 0 512"])
+            .arg(&img));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() || err.contains("lock"),
+            "qemu-io wrote while imgscrub held the image"
+        );
+        assert!(err.contains("lock"), "qemu-io: {err}");
+        // QEMU's raw driver lets read-only users share a written image; qcow2 does not.
+        if format == "qcow2" {
+            let o = run(tool("qemu-io")
+                .args(["-r", "-f", format, "-c", "read 0 512"])
+                .arg(&img));
+            assert!(
+                !o.status.success(),
+                "a read-only qemu-io (without -U) should be refused"
+            );
+            let o = run(tool("qemu-img").arg("info").arg(&img));
+            assert!(
+                !o.status.success(),
+                "qemu-img info without -U should be refused"
+            );
+        }
+        let status = child.wait().unwrap();
+        assert!(status.success());
+        assert!(!log.exists());
+        if format == "qcow2" {
+            run_ok(tool("qemu-img").arg("check").arg(&img));
+        }
+    }
+}
+
+#[test]
+fn an_ext4_with_mmp_is_refused_for_writing() {
+    require_tools!("mkfs.ext4", "e2fsck");
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir_all(src.join("etc")).unwrap();
+    std::fs::write(src.join("etc/os-release"), "ID=debian\nVERSION_ID=12\n").unwrap();
+    std::fs::write(src.join("etc/hostname"), "golden\n").unwrap();
+    let img = t.path().join("mmp.img");
+    run_ok(Command::new("truncate").arg("-s").arg("32M").arg(&img));
+    run_ok(
+        tool("mkfs.ext4")
+            .args(["-q", "-F", "-O", "mmp", "-d"])
+            .arg(&src)
+            .arg(&img),
+    );
+    let before = bytes(&img);
+    let p = img.to_str().unwrap();
+    for args in [
+        &["rm", p, "/etc/hostname"][..],
+        &["prepare", "--profile", "linux", p][..],
+    ] {
+        let o = imgscrub(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("mmp"), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert_eq!(bytes(&img), before);
+    }
+    assert_e2fsck_clean(&img);
+}
+
+#[test]
+fn a_leftover_incomplete_log_is_removed_and_a_complete_one_finished() {
+    require_tools!("qemu-img");
+    let Some(lib) = faketime_lib() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let orig = sample(t.path(), "qcow2");
+    let img = t.path().join("work.qcow2");
+    std::fs::copy(&orig, &img).unwrap();
+    // Step 2 is the first record of the log: the log is incomplete.
+    let o = prepare_cmd(&lib, &img, Some("2")).output().unwrap();
+    assert_eq!(o.status.code(), None);
+    assert!(imgscrub_disk_log(&img).exists());
+    assert_eq!(bytes(&img), bytes(&orig));
+    let o = imgscrub(&["inspect", img.to_str().unwrap()]);
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert!(out.contains("removed an incomplete redo log"), "{out}");
+    assert!(!imgscrub_disk_log(&img).exists());
+    assert_eq!(bytes(&img), bytes(&orig));
+    // The last step removes the log: crashing there leaves a complete, applied log.
+    let prepared = t.path().join("prepared.qcow2");
+    std::fs::copy(&orig, &prepared).unwrap();
+    let total = count_steps(&lib, &prepared);
+    std::fs::copy(&orig, &img).unwrap();
+    let o = prepare_cmd(&lib, &img, Some(&total.to_string()))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), None);
+    let o = imgscrub(&["inspect", img.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert!(out.contains("finished an interrupted change"), "{out}");
+    assert!(identical(&img, &prepared));
+    // A read-only image with a leftover log is refused with a way out.
+    std::fs::copy(&orig, &img).unwrap();
+    let o = prepare_cmd(&lib, &img, Some("2")).output().unwrap();
+    assert_eq!(o.status.code(), None);
+    let mut perm = std::fs::metadata(&img).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o444);
+    std::fs::set_permissions(&img, perm).unwrap();
+    let o = imgscrub(&["inspect", img.to_str().unwrap()]);
+    // root ignores file permissions: then the open recovers instead.
+    if !o.status.success() {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("interrupted imgscrub change"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}
