@@ -66,6 +66,9 @@ pub(crate) struct Meta {
     pub(crate) end: u64,
     /// Header fixed up for writing (autoclear bits cleared).
     pub(crate) header_prepared: bool,
+    /// Host offsets of every L2 table and refcount block, built before the first write so
+    /// that a damaged L2 entry can never make us write guest data over metadata.
+    pub(crate) meta_clusters: std::collections::HashSet<u64>,
 }
 
 /// A qcow2 image (version 2 or 3), readable and writable through [`BlockDev`].
@@ -202,6 +205,7 @@ impl Qcow2 {
             reftable_offset: hdr.refcount_table_offset,
             end,
             header_prepared: false,
+            meta_clusters: std::collections::HashSet::new(),
         };
         let img = Qcow2 {
             storage,

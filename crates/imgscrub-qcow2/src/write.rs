@@ -56,6 +56,21 @@ impl Qcow2 {
         if m.header_prepared {
             return Ok(());
         }
+        let mut set = std::collections::HashSet::new();
+        for (i, &e) in m.l1.iter().enumerate() {
+            let at = self.hdr.l1_table_offset + i as u64 * 8;
+            let off = l2::l1_offset(e, self.cluster_bits, at)?;
+            if off != 0 {
+                set.insert(off);
+            }
+        }
+        for &e in &m.reftable {
+            let off = e & REFT_OFFSET_MASK;
+            if off != 0 {
+                set.insert(off);
+            }
+        }
+        m.meta_clusters = set;
         if self.hdr.version >= 3 && self.hdr.autoclear_features != 0 {
             let mut keep = 0;
             if self.hdr.autoclear_features & 1 != 0 {
@@ -150,6 +165,8 @@ impl Qcow2 {
             Some("overlaps the L1 table")
         } else if overlaps(m.reftable_offset, rt_len) {
             Some("overlaps the refcount table")
+        } else if m.meta_clusters.contains(&host) {
+            Some("is an L2 table or a refcount block")
         } else {
             None
         };
@@ -365,6 +382,7 @@ impl Qcow2 {
         self.storage
             .write_at(&vec![0u8; self.cluster_size as usize], new)?;
         m.l2_cache.insert(new, vec![0u64; words]);
+        m.meta_clusters.insert(new);
         let v = new | COPIED;
         self.storage.write_at(&v.to_be_bytes(), at)?;
         if let Some(e) = m.l1.get_mut(l1_idx as usize) {
@@ -549,6 +567,7 @@ impl Qcow2 {
         }
         self.storage.write_at(&data, blk)?;
         m.rc_cache.insert(blk, data);
+        m.meta_clusters.insert(blk);
         if !self_covering {
             self.update_refcount(m, blk, 1, depth + 1)?;
         }

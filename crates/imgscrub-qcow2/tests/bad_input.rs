@@ -178,6 +178,20 @@ fn bad_table_entries() {
     let mut b = good.clone();
     put64(&mut b, l2, (1u64 << 63) | (1 << 45));
     expect_read_err(d, &b, "past the end of the file");
+    // Data cluster pointing at the L2 table itself: readable (it is just bytes), but a write
+    // there would destroy metadata and must be refused.
+    let mut b = good.clone();
+    put64(&mut b, l2, (1u64 << 63) | l2 as u64);
+    let path = p(d, "self.qcow2");
+    std::fs::write(&path, &b).unwrap();
+    let rw = Qcow2::open(&path, &OpenOptions::read_write()).unwrap();
+    let e = rw.write_at(&[1u8; 100], 10).unwrap_err();
+    assert!(
+        e.to_string().contains("L2 table or a refcount block"),
+        "{e}"
+    );
+    drop(rw);
+    assert!(std::fs::read(&path).unwrap() == b, "file must be untouched");
     // Compressed cluster with garbage data.
     let mut b = good.clone();
     put64(&mut b, l2, (1u64 << 62) | 0x100);
