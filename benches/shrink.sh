@@ -32,11 +32,10 @@ for t in qemu-img zerofree sgdisk mkfs.vfat mcopy mkfs.ext4 debugfs /usr/bin/tim
 done
 
 if [ -z "${IMGSCRUB:-}" ]; then
-  # Until the CLI has `convert`, the library's example binary stands in for it.
-  cargo build --release -q --manifest-path "$repo/Cargo.toml" -p imgscrub-shrink --example convert
+  cargo build --release -q --manifest-path "$repo/Cargo.toml" -p imgscrub-cli
   target=$(cargo metadata --format-version 1 --no-deps --manifest-path "$repo/Cargo.toml" |
     sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-  IMGSCRUB="$target/release/examples/convert"
+  IMGSCRUB="$target/release/imgscrub convert -q"
 fi
 
 # ---- the dirty image --------------------------------------------------------------------

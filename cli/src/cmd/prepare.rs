@@ -2,7 +2,7 @@
 
 use super::human_size;
 use crate::progress::Bar;
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use imgscrub::prepare::{
     MachineIdPolicy, Options, Profile, Selection, builtin_names, list_operations,
     list_operations_text,
@@ -51,6 +51,14 @@ pub struct Args {
     /// Apply a distribution-specific profile to another distribution anyway.
     #[arg(long)]
     pub force: bool,
+    /// Set root's password hash (crypt(3) format, e.g. from `openssl passwd -6`) instead of
+    /// locking root.
+    #[arg(long, value_name = "HASH")]
+    pub root_password_hash: Option<String>,
+    /// A template variable for opt-in profile rows (image_name, image_version, docs_url,
+    /// description, locale, timezone_utc…; see docs/profiles.md). Repeatable.
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
     /// Prepare this partition instead of the root filesystem found automatically.
     #[arg(long, value_name = "N")]
     pub partition: Option<u32>,
@@ -68,27 +76,21 @@ pub struct Args {
 }
 
 fn load_profile(spec: &str) -> Result<Profile> {
-    let looks_like_file = spec.contains('/') || spec.ends_with(".toml");
-    if looks_like_file {
-        let text = std::fs::read_to_string(spec)
-            .with_context(|| format!("reading profile file {spec}"))?;
-        let name = std::path::Path::new(spec)
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| spec.to_owned());
-        return Ok(Profile::from_toml(
-            &name,
-            &text,
-            &Profile::builtin_resolver,
-        )?);
-    }
-    if !builtin_names().contains(&spec) {
+    let is_builtin = builtin_names().contains(&spec);
+    if !is_builtin && !std::path::Path::new(spec).exists() {
         bail!(
-            "unknown profile {spec:?}: built-in profiles are {}; a file path must contain '/' or end in .toml",
+            "unknown profile {spec:?}: built-in profiles are {}, or give the path of a TOML file",
             builtin_names().join(", ")
         );
     }
-    Ok(Profile::builtin(spec)?)
+    Ok(Profile::load(spec)?)
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("{s:?} is not NAME=VALUE"))
 }
 
 pub fn run(a: &Args) -> Result<()> {
@@ -101,6 +103,8 @@ pub fn run(a: &Args) -> Result<()> {
         operations: a.operations.as_deref().map(Selection::parse).transpose()?,
         force: a.force,
         dry_run: a.dry_run,
+        root_password_hash: a.root_password_hash.clone(),
+        vars: a.vars.iter().cloned().collect(),
         ..Options::default()
     };
     if a.output.is_some() && a.dry_run {
