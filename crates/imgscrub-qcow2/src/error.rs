@@ -65,10 +65,9 @@ pub enum Qcow2Error {
     /// The backing chain is longer than the limit.
     #[error("qcow2 backing chain is deeper than {0} images")]
     BackingTooDeep(usize),
-    /// Another process (QEMU) holds a lock on the image.
-    #[error(
-        "{0} is in use by another process (QEMU holds a lock on it); stop that process before writing to the image"
-    )]
+    /// Another process (QEMU, another imgscrub) holds a conflicting image lock; the text
+    /// names the image and the conflicting permission.
+    #[error("{0}")]
     InUse(String),
     /// A write to an image opened read-only.
     #[error("the qcow2 image is opened read-only")]

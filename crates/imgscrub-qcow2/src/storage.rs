@@ -6,7 +6,7 @@
 //! [`MemStorage`] is a growable in-memory file for tests.
 
 use crate::error::{Qcow2Error, Result};
-use imgscrub_disk::BlockDev;
+use imgscrub_disk::{BlockDev, ImageLock, LockError, LockMode};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -43,15 +43,19 @@ pub trait Storage: Send + Sync {
 pub struct FileStorage {
     file: File,
     path: PathBuf,
+    /// Held while the file is open for writing; dropped with it.
+    _lock: Option<ImageLock>,
 }
 
 impl FileStorage {
     /// Open `path`, read-only or read-write.
     ///
-    /// A read-write open takes an exclusive whole-file `fcntl` lock, which conflicts with the
-    /// byte-range locks QEMU holds on images it has open (`qemu-system`, `qemu-nbd`,
-    /// `qemu-img`): an image in use is refused ([`Qcow2Error::InUse`]), and QEMU cannot
-    /// open it while we write. The lock is advisory and released when the file is closed.
+    /// A read-write open takes imgscrub's QEMU-compatible write lock
+    /// ([`imgscrub_disk::ImageLock`]): an image that QEMU (a VM, `qemu-nbd`, `qemu-io`,
+    /// `qemu-img`) has open is refused ([`Qcow2Error::InUse`]), and QEMU cannot open it while
+    /// we write. The lock is released when the storage is dropped. Callers that already hold
+    /// the image lock themselves should open through [`crate::Qcow2::from_storage_at`]
+    /// instead, since a second write lock on the same image conflicts with the first.
     pub fn open(path: impl AsRef<Path>, writable: bool) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let file = std::fs::OpenOptions::new()
@@ -59,10 +63,12 @@ impl FileStorage {
             .write(writable)
             .open(&path)
             .map_err(|e| Qcow2Error::io(format!("open {}", path.display()), e))?;
-        if writable {
-            lock_exclusive(&file, &path)?;
-        }
-        Ok(FileStorage { file, path })
+        let lock = if writable { lock_write(&path)? } else { None };
+        Ok(FileStorage {
+            file,
+            path,
+            _lock: lock,
+        })
     }
 
     /// Create (or truncate) `path` for writing, with the same lock as [`FileStorage::open`]:
@@ -77,22 +83,33 @@ impl FileStorage {
             .open(&path)
             .map_err(|e| Qcow2Error::io(format!("create {}", path.display()), e))?;
         // Lock first, so that an image in use is refused before it is truncated.
-        lock_exclusive(&file, &path)?;
+        let lock = lock_write(&path)?;
         file.set_len(0)
             .map_err(|e| Qcow2Error::io(format!("truncate {}", path.display()), e))?;
-        Ok(FileStorage { file, path })
+        Ok(FileStorage {
+            file,
+            path,
+            _lock: lock,
+        })
     }
 }
 
-/// Take an exclusive whole-file `fcntl` lock, or fail with [`Qcow2Error::InUse`] when another
-/// process (QEMU) holds a conflicting lock. File systems without locks proceed unlocked.
-fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
-    use rustix::fs::{FlockOperation, fcntl_lock};
-    match fcntl_lock(file, FlockOperation::NonBlockingLockExclusive) {
-        Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::ACCESS => {
-            Err(Qcow2Error::InUse(path.display().to_string()))
-        }
-        _ => Ok(()),
+/// Take imgscrub's QEMU-compatible write lock ([`ImageLock`], OFD byte-range locks on its
+/// own descriptor). A conflicting holder (a VM, `qemu-nbd`, `qemu-io`, another imgscrub) is
+/// [`Qcow2Error::InUse`]; file systems without OFD locks proceed unlocked, as QEMU does.
+fn lock_write(path: &Path) -> Result<Option<ImageLock>> {
+    use imgscrub_disk::lock::Errno;
+    match ImageLock::acquire(path, LockMode::Write) {
+        Ok(l) => Ok(Some(l)),
+        Err(e @ LockError::InUse { .. }) => Err(Qcow2Error::InUse(e.to_string())),
+        Err(LockError::Io {
+            errno: Errno::ENOLCK | Errno::EINVAL | Errno::EOPNOTSUPP | Errno::ENOSYS,
+            ..
+        }) => Ok(None),
+        Err(e) => Err(Qcow2Error::io(
+            format!("lock {}", path.display()),
+            std::io::Error::other(e.to_string()),
+        )),
     }
 }
 
