@@ -75,24 +75,31 @@ impl GroupDesc {
     pub fn inode_table(&self) -> u64 {
         self.lo_hi32(0x8, 0x28)
     }
+    /// `bg_free_blocks_count` (lo/hi).
     pub fn free_blocks(&self) -> u32 {
         self.lo_hi16(0xC, 0x2C)
     }
+    /// `bg_free_inodes_count` (lo/hi).
     pub fn free_inodes(&self) -> u32 {
         self.lo_hi16(0xE, 0x2E)
     }
+    /// `bg_used_dirs_count` (lo/hi).
     pub fn used_dirs(&self) -> u32 {
         self.lo_hi16(0x10, 0x30)
     }
+    /// `bg_flags` (`BG_INODE_UNINIT`, `BG_BLOCK_UNINIT`, `BG_INODE_ZEROED`).
     pub fn flags(&self) -> u16 {
         u16_at(&self.raw, 0x12)
     }
+    /// `bg_itable_unused` (lo/hi): inodes at the end of the table never used.
     pub fn itable_unused(&self) -> u32 {
         self.lo_hi16(0x1C, 0x32)
     }
+    /// `bg_checksum`.
     pub fn checksum(&self) -> u16 {
         u16_at(&self.raw, CSUM_OFF)
     }
+    /// `bg_exclude_bitmap` (snapshots; unused).
     pub fn exclude_bitmap(&self) -> u64 {
         self.lo_hi32(0x14, 0x34)
     }
@@ -105,18 +112,23 @@ impl GroupDesc {
         self.lo_hi16(0x1A, 0x3A)
     }
 
+    /// Set `bg_free_blocks_count`.
     pub fn set_free_blocks(&mut self, v: u32) {
         self.set_lo_hi16(0xC, 0x2C, v);
     }
+    /// Set `bg_free_inodes_count`.
     pub fn set_free_inodes(&mut self, v: u32) {
         self.set_lo_hi16(0xE, 0x2E, v);
     }
+    /// Set `bg_used_dirs_count`.
     pub fn set_used_dirs(&mut self, v: u32) {
         self.set_lo_hi16(0x10, 0x30, v);
     }
+    /// Set `i_flags`.
     pub fn set_flags(&mut self, v: u16) {
         put_u16(&mut self.raw, 0x12, v);
     }
+    /// Set `bg_itable_unused`.
     pub fn set_itable_unused(&mut self, v: u32) {
         self.set_lo_hi16(0x1C, 0x32, v);
     }

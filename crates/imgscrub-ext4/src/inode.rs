@@ -112,9 +112,11 @@ impl Inode {
         self.raw.len()
     }
 
+    /// `i_mode`: type and permission bits.
     pub fn mode(&self) -> u16 {
         u16_at(&self.raw, 0x0)
     }
+    /// Set `i_mode`.
     pub fn set_mode(&mut self, m: u16) {
         put_u16(&mut self.raw, 0x0, m);
     }
@@ -122,19 +124,24 @@ impl Inode {
     pub fn file_type(&self) -> Option<FileType> {
         FileType::from_mode(self.mode())
     }
+    /// Whether the inode is a directory.
     pub fn is_dir(&self) -> bool {
         self.file_type() == Some(FileType::Directory)
     }
+    /// `i_uid` with its high half.
     pub fn uid(&self) -> u32 {
         u32::from(u16_at(&self.raw, 0x2)) | (u32::from(u16_at(&self.raw, 0x78)) << 16)
     }
+    /// Set `i_uid` (both halves).
     pub fn set_uid(&mut self, v: u32) {
         put_u16(&mut self.raw, 0x2, v as u16);
         put_u16(&mut self.raw, 0x78, (v >> 16) as u16);
     }
+    /// `i_gid` with its high half.
     pub fn gid(&self) -> u32 {
         u32::from(u16_at(&self.raw, 0x18)) | (u32::from(u16_at(&self.raw, 0x7A)) << 16)
     }
+    /// Set `i_gid` (both halves).
     pub fn set_gid(&mut self, v: u32) {
         put_u16(&mut self.raw, 0x18, v as u16);
         put_u16(&mut self.raw, 0x7A, (v >> 16) as u16);
@@ -143,34 +150,44 @@ impl Inode {
     pub fn size(&self) -> u64 {
         u64::from(u32_at(&self.raw, 0x4)) | (u64::from(u32_at(&self.raw, 0x6C)) << 32)
     }
+    /// Set `i_size` (lo and high).
     pub fn set_size(&mut self, v: u64) {
         put_u32(&mut self.raw, 0x4, v as u32);
         put_u32(&mut self.raw, 0x6C, (v >> 32) as u32);
     }
+    /// `i_links_count`.
     pub fn links_count(&self) -> u16 {
         u16_at(&self.raw, 0x1A)
     }
+    /// Set `i_links_count`.
     pub fn set_links_count(&mut self, v: u16) {
         put_u16(&mut self.raw, 0x1A, v);
     }
+    /// `i_dtime`: deletion time (or orphan list link).
     pub fn dtime(&self) -> u32 {
         u32_at(&self.raw, 0x14)
     }
+    /// Set `i_dtime`.
     pub fn set_dtime(&mut self, v: u32) {
         put_u32(&mut self.raw, 0x14, v);
     }
+    /// `i_flags` (see [`flags`]).
     pub fn flags(&self) -> u32 {
         u32_at(&self.raw, 0x20)
     }
+    /// Set `i_flags`.
     pub fn set_flags(&mut self, v: u32) {
         put_u32(&mut self.raw, 0x20, v);
     }
+    /// Whether `i_flags` has `f`.
     pub fn has_flag(&self, f: u32) -> bool {
         self.flags() & f != 0
     }
+    /// `i_generation` (part of the per-inode checksum seed).
     pub fn generation(&self) -> u32 {
         u32_at(&self.raw, 0x64)
     }
+    /// Set `i_generation`.
     pub fn set_generation(&mut self, v: u32) {
         put_u32(&mut self.raw, 0x64, v);
     }
@@ -178,6 +195,7 @@ impl Inode {
     pub fn file_acl(&self) -> u64 {
         u64::from(u32_at(&self.raw, 0x68)) | (u64::from(u16_at(&self.raw, 0x76)) << 32)
     }
+    /// Set `i_file_acl` (lo/hi).
     pub fn set_file_acl(&mut self, b: u64) {
         put_u32(&mut self.raw, 0x68, b as u32);
         put_u16(&mut self.raw, 0x76, (b >> 32) as u16);
@@ -190,6 +208,7 @@ impl Inode {
         }
         a
     }
+    /// Replace `i_block`.
     pub fn set_i_block(&mut self, b: &[u8; I_BLOCK_SIZE]) {
         if let Some(s) = self.raw.get_mut(I_BLOCK_OFF..I_BLOCK_OFF + I_BLOCK_SIZE) {
             s.copy_from_slice(b);
@@ -253,6 +272,7 @@ impl Inode {
             u16_at(&self.raw, EXTRA_ISIZE)
         }
     }
+    /// Set `i_extra_isize` (ignored for 128-byte inodes).
     pub fn set_extra_isize(&mut self, v: u16) {
         if self.raw.len() > GOOD_OLD_INODE_SIZE {
             put_u16(&mut self.raw, EXTRA_ISIZE, v);

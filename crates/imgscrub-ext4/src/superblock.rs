@@ -456,22 +456,27 @@ impl Superblock {
         self.group_count.div_ceil(self.descs_per_block().max(1))
     }
 
+    /// `s_rev_level` (0: fixed 128-byte inodes, first inode 11).
     pub fn rev_level(&self) -> u32 {
         u32_at(&self.raw[..], 0x4C)
     }
+    /// `s_state` (`STATE_VALID`, `STATE_ERROR`, `STATE_ORPHAN`).
     pub fn state(&self) -> u16 {
         u16_at(&self.raw[..], 0x3A)
     }
+    /// `s_uuid`.
     pub fn uuid(&self) -> [u8; 16] {
         let mut u = [0u8; 16];
         u.copy_from_slice(&self.raw[0x68..0x78]);
         u
     }
+    /// `s_volume_name` up to its first NUL.
     pub fn volume_name(&self) -> &[u8] {
         let v = &self.raw[0x78..0x88];
         let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
         v.get(..end).unwrap_or(&[])
     }
+    /// `s_r_blocks_count` (lo/hi): blocks reserved for root.
     pub fn reserved_blocks_count(&self) -> u64 {
         let hi = if self.has_incompat(incompat::BIT64) {
             u64::from(u32_at(&self.raw[..], 0x154))
@@ -493,20 +498,25 @@ impl Superblock {
     pub fn free_inodes_count(&self) -> u32 {
         u32_at(&self.raw[..], 0x10)
     }
+    /// `s_reserved_gdt_blocks`: blocks kept after the descriptor table for online resize.
     pub fn reserved_gdt_blocks(&self) -> u16 {
         u16_at(&self.raw[..], 0xCE)
     }
+    /// `s_journal_inum` (0 with an external journal).
     pub fn journal_inum(&self) -> u32 {
         u32_at(&self.raw[..], 0xE0)
     }
+    /// `s_journal_dev` (external journal device number).
     pub fn journal_dev(&self) -> u32 {
         u32_at(&self.raw[..], 0xE4)
     }
+    /// `s_journal_uuid` (external journal).
     pub fn journal_uuid(&self) -> [u8; 16] {
         let mut u = [0u8; 16];
         u.copy_from_slice(&self.raw[0xD0..0xE0]);
         u
     }
+    /// `s_last_orphan`: head of the orphan inode list (0 when empty).
     pub fn last_orphan(&self) -> u32 {
         u32_at(&self.raw[..], 0xE8)
     }
@@ -526,9 +536,11 @@ impl Superblock {
     pub fn unsigned_hash(&self) -> bool {
         self.flags() & FLAG_UNSIGNED_HASH != 0
     }
+    /// `s_default_mount_opts`.
     pub fn default_mount_opts(&self) -> u32 {
         u32_at(&self.raw[..], 0x100)
     }
+    /// `s_first_meta_bg`: descriptor blocks before it follow the superblock, later ones live in their meta group.
     pub fn first_meta_bg(&self) -> u32 {
         u32_at(&self.raw[..], 0x104)
     }
@@ -540,21 +552,27 @@ impl Superblock {
         }
         a
     }
+    /// `s_min_extra_isize`.
     pub fn min_extra_isize(&self) -> u16 {
         u16_at(&self.raw[..], 0x15C)
     }
+    /// `s_want_extra_isize`: `i_extra_isize` of new inodes.
     pub fn want_extra_isize(&self) -> u16 {
         u16_at(&self.raw[..], 0x15E)
     }
+    /// `s_mmp_interval`.
     pub fn mmp_interval(&self) -> u16 {
         u16_at(&self.raw[..], 0x166)
     }
+    /// `s_mmp_block`.
     pub fn mmp_block(&self) -> u64 {
         u64_at(&self.raw[..], 0x168)
     }
+    /// `s_raid_stride`.
     pub fn raid_stride(&self) -> u16 {
         u16_at(&self.raw[..], 0x164)
     }
+    /// `s_raid_stripe_width`.
     pub fn raid_stripe_width(&self) -> u32 {
         u32_at(&self.raw[..], 0x170)
     }
@@ -562,21 +580,27 @@ impl Superblock {
     pub fn log_groups_per_flex(&self) -> u8 {
         u8_at(&self.raw[..], 0x174)
     }
+    /// `s_checksum_type` (1 = crc32c).
     pub fn checksum_type(&self) -> u8 {
         u8_at(&self.raw[..], 0x175)
     }
+    /// `s_kbytes_written`.
     pub fn kbytes_written(&self) -> u64 {
         u64_at(&self.raw[..], 0x178)
     }
+    /// `s_usr_quota_inum`.
     pub fn usr_quota_inum(&self) -> u32 {
         u32_at(&self.raw[..], 0x240)
     }
+    /// `s_grp_quota_inum`.
     pub fn grp_quota_inum(&self) -> u32 {
         u32_at(&self.raw[..], 0x244)
     }
+    /// `s_prj_quota_inum`.
     pub fn prj_quota_inum(&self) -> u32 {
         u32_at(&self.raw[..], 0x26C)
     }
+    /// `s_overhead_blocks` (0: not recorded).
     pub fn overhead_blocks(&self) -> u32 {
         u32_at(&self.raw[..], 0x248)
     }
@@ -584,6 +608,7 @@ impl Superblock {
     pub fn backup_bgs(&self) -> [u32; 2] {
         [u32_at(&self.raw[..], 0x24C), u32_at(&self.raw[..], 0x250)]
     }
+    /// `s_lpf_ino` (lost+found, when recorded).
     pub fn lpf_ino(&self) -> u32 {
         u32_at(&self.raw[..], 0x268)
     }
@@ -591,15 +616,19 @@ impl Superblock {
     pub fn checksum_seed_field(&self) -> u32 {
         u32_at(&self.raw[..], 0x270)
     }
+    /// `s_encoding` (casefold).
     pub fn encoding(&self) -> u16 {
         u16_at(&self.raw[..], 0x27C)
     }
+    /// `s_orphan_file_inum` (orphan_file feature).
     pub fn orphan_file_inum(&self) -> u32 {
         u32_at(&self.raw[..], 0x280)
     }
+    /// `s_mkfs_time` with its high byte.
     pub fn mkfs_time(&self) -> i64 {
         i64::from(u32_at(&self.raw[..], 0x108)) | (i64::from(u8_at(&self.raw[..], 0x276)) << 32)
     }
+    /// `s_wtime` with its high byte.
     pub fn wtime(&self) -> i64 {
         i64::from(u32_at(&self.raw[..], 0x30)) | (i64::from(u8_at(&self.raw[..], 0x274)) << 32)
     }
