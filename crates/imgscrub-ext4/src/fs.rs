@@ -2186,3 +2186,38 @@ fn is_fast_symlink(inode: &Inode) -> bool {
         && inode.size() > 0
         && inode.size() < 60
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ext4fs_is_send_and_sync() {
+        // Readers share one Ext4Fs across rayon threads (reads take &self).
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Ext4Fs<imgscrub_disk::MemDev>>();
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name(b"ok").is_ok());
+        for bad in [&b""[..], b".", b"..", b"a/b", b"a\0b"] {
+            assert!(matches!(
+                check_name(bad),
+                Err(Ext4Error::InvalidArgument(_))
+            ));
+        }
+        assert!(matches!(
+            check_name(&[b'a'; 256]),
+            Err(Ext4Error::NameTooLong(256))
+        ));
+    }
+
+    #[test]
+    fn garbage_devices_are_refused_without_panicking() {
+        for len in [0usize, 1024, 2048, 64 * 1024] {
+            let dev = imgscrub_disk::MemDev::zeroed(len);
+            assert!(Ext4Fs::open(dev, OpenOptions::default()).is_err());
+        }
+    }
+}
