@@ -2,10 +2,13 @@
 //!
 //! Every edit runs on a copy-on-write [`Overlay`] over the image. Only when the whole job
 //! succeeded are the changed blocks written to the image ([`Guest::commit`]), so a failing
-//! job leaves the image as it was; a dry run throws the overlay away. (A crash in the middle
-//! of [`Guest::commit`] is the one remaining window; the redo log of docs/safety.md closes
-//! it.) `prepare --output` never writes the input at all: the prepared overlay is converted
-//! straight into the new image, and the blocks that are free after the scrub are never read.
+//! job leaves the image as it was; a dry run throws the overlay away. The image device of a
+//! writable [`Image`] is itself staged at the file level, and its flush (the end of
+//! [`Guest::commit`]) applies everything atomically through a redo log, so a crash during the
+//! commit leaves the original or the fully changed image after the next open (see
+//! `docs/safety.md`). `prepare --output` never writes the input at all: the prepared overlay
+//! is converted straight into the new image, and the blocks that are free after the scrub are
+//! never read.
 
 use crate::{Error, Image, Result};
 use imgscrub_disk::{BlockDev, Overlay};
@@ -54,8 +57,9 @@ impl Guest<'_> {
         Ok(self.overlay.dirty_ranges().iter().map(|r| r.1).sum())
     }
 
-    /// Stage, then write the changed blocks to the image and flush it. Returns the bytes
-    /// written. The image must have been opened for writing.
+    /// Stage, then write the changed blocks to the image and flush it; the flush commits
+    /// them atomically through the image's redo log. Returns the bytes written. The image
+    /// must have been opened for writing.
     pub fn commit(mut self) -> Result<u64> {
         let changed = self.stage()?;
         if changed > 0 {
