@@ -37,11 +37,23 @@ fn faketime_lib() -> Option<PathBuf> {
     found
 }
 
+/// An in-place command: arguments before and after the image path.
+type Job = (&'static [&'static str], &'static [&'static str]);
+const PREPARE: Job = (&["prepare", "--profile", "linux"], &[]);
+const RM: Job = (&["rm", "-r"], &["/etc/ssh"]);
+const SPARSIFY: Job = (&["sparsify"], &[]);
+
 /// `imgscrub prepare IMG --profile linux` with a frozen clock and optional failpoint.
 fn prepare_cmd(lib: &Path, img: &Path, failpoint: Option<&str>) -> Command {
+    job_cmd(PREPARE, lib, img, failpoint)
+}
+
+/// `job` on `img` with a frozen clock and optional failpoint.
+fn job_cmd(job: Job, lib: &Path, img: &Path, failpoint: Option<&str>) -> Command {
     let mut c = Command::new(BIN);
-    c.args(["prepare", "--profile", "linux"])
+    c.args(job.0)
         .arg(img)
+        .args(job.1)
         .env("LD_PRELOAD", lib)
         .env("FAKETIME", FROZEN)
         .env_remove("IMGSCRUB_FAILPOINT")
@@ -161,7 +173,11 @@ fn imgscrub_disk_log(img: &Path) -> PathBuf {
 
 /// Steps of an uninterrupted run (from the failpoint trace).
 fn count_steps(lib: &Path, img: &Path) -> u64 {
-    let o = prepare_cmd(lib, img, None)
+    count_job_steps(PREPARE, lib, img)
+}
+
+fn count_job_steps(job: Job, lib: &Path, img: &Path) -> u64 {
+    let o = job_cmd(job, lib, img, None)
         .env("IMGSCRUB_FAILPOINT_TRACE", "1")
         .output()
         .unwrap();
@@ -172,14 +188,19 @@ fn count_steps(lib: &Path, img: &Path) -> u64 {
         .count() as u64
 }
 
-fn every_failpoint(format: &str) {
+/// Interrupt `job` at every step; `setup` runs first (uninterrupted) to make the original.
+fn every_failpoint(format: &str, job: Job, setup: Option<Job>) {
     require_tools!("qemu-img", "e2fsck");
     let Some(lib) = faketime_lib() else { return };
     let t = tempfile::tempdir().unwrap();
     let orig = sample(t.path(), format);
+    if let Some(setup) = setup {
+        let o = job_cmd(setup, &lib, &orig, None).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
     let prepared = t.path().join(format!("prepared.{format}"));
     std::fs::copy(&orig, &prepared).unwrap();
-    let total = count_steps(&lib, &prepared);
+    let total = count_job_steps(job, &lib, &prepared);
     assert!(total >= 4, "only {total} failpoint steps");
     // Every step when there are few, else the first 20, every k-th and the last.
     let points: Vec<u64> = if total <= 60 {
@@ -195,7 +216,7 @@ fn every_failpoint(format: &str) {
     let (mut n_orig, mut n_prep) = (0, 0);
     for n in points {
         std::fs::copy(&orig, &img).unwrap();
-        let o = prepare_cmd(&lib, &img, Some(&n.to_string()))
+        let o = job_cmd(job, &lib, &img, Some(&n.to_string()))
             .output()
             .unwrap();
         if o.status.success() {
@@ -217,7 +238,7 @@ fn every_failpoint(format: &str) {
             &img,
             &orig,
             &prepared,
-            &format!("{format} step {n}"),
+            &format!("{format} {job:?} step {n}"),
         ) {
             n_prep += 1;
         } else {
@@ -225,7 +246,7 @@ fn every_failpoint(format: &str) {
         }
     }
     eprintln!(
-        "{format}: {total} steps, {n_orig} crashes left the original, {n_prep} the prepared image, {:.1} s",
+        "{format} {job:?}: {total} steps, {n_orig} crashes left the original, {n_prep} the changed image, {:.1} s",
         start.elapsed().as_secs_f64()
     );
     assert!(n_orig > 0 && n_prep > 0);
@@ -233,12 +254,21 @@ fn every_failpoint(format: &str) {
 
 #[test]
 fn prepare_interrupted_at_every_failpoint_qcow2() {
-    every_failpoint("qcow2");
+    every_failpoint("qcow2", PREPARE, None);
 }
 
 #[test]
 fn prepare_interrupted_at_every_failpoint_raw() {
-    every_failpoint("raw");
+    every_failpoint("raw", PREPARE, None);
+}
+
+#[test]
+fn rm_and_sparsify_interrupted_at_every_failpoint() {
+    for format in ["qcow2", "raw"] {
+        every_failpoint(format, RM, None);
+        // Sparsify after a prepare, which leaves deleted data in free blocks.
+        every_failpoint(format, SPARSIFY, Some(PREPARE));
+    }
 }
 
 /// A small deterministic generator (xorshift) for the kill moments.
