@@ -624,7 +624,12 @@ impl StagedFile {
         }
         let changed = dirty.iter().map(|r| r.1).sum();
         let log = log_path(&self.path);
-        self.write_log(&log, orig_len, final_len)?;
+        if let Err(e) = self.write_log(&log, orig_len, final_len) {
+            // Nothing was applied: an incomplete log would only be removed by the next
+            // open, so remove it now (best effort; the image is untouched either way).
+            let _ = std::fs::remove_file(&log);
+            return Err(e);
+        }
         // From here on, the log is durable: a failure leaves it for the next open.
         self.apply(final_len)
             .and_then(|()| finish(&self.target, &self.path, &log))

@@ -1,0 +1,81 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Library view of docs/safety.md: an image opened for writing changes its file only when
+//! the device is flushed (through the redo log), never before, and never when the job is
+//! dropped; a second writer is refused while the first holds the image.
+
+use imgscrub::{Error, Image, OpenOptions};
+use imgscrub_testkit::{fixture, require_tools, run_ok, tool};
+use std::path::{Path, PathBuf};
+
+fn copies(dir: &Path) -> Vec<PathBuf> {
+    let q = dir.join("s.qcow2");
+    std::fs::copy(fixture("sample.qcow2"), &q).unwrap();
+    let r = dir.join("s.raw");
+    run_ok(
+        tool("qemu-img")
+            .args(["convert", "-O", "raw"])
+            .arg(&q)
+            .arg(&r),
+    );
+    vec![q, r]
+}
+
+fn rw() -> OpenOptions {
+    OpenOptions {
+        write: true,
+        format: None,
+    }
+}
+
+#[test]
+fn writes_reach_the_file_only_at_the_flush() {
+    require_tools!("qemu-img");
+    let t = tempfile::tempdir().unwrap();
+    for img in copies(t.path()) {
+        let before = std::fs::read(&img).unwrap();
+        let log = PathBuf::from(format!("{}.imgscrub-redo", img.display()));
+        {
+            let image = Image::open(&img, rw()).unwrap();
+            let dev = image.device();
+            dev.write_at(&[0xab; 8192], 1 << 20).unwrap();
+            dev.write_zeroes(2 << 20, 1 << 20).unwrap();
+            let mut b = [0u8; 4];
+            dev.read_at(&mut b, 1 << 20).unwrap();
+            assert_eq!(b, [0xab; 4]);
+            assert_eq!(std::fs::read(&img).unwrap(), before, "{}", img.display());
+            // Dropped without a flush: nothing happened.
+        }
+        assert_eq!(std::fs::read(&img).unwrap(), before);
+        let image = Image::open(&img, rw()).unwrap();
+        image.device().write_at(&[0xcd; 512], 1 << 20).unwrap();
+        image.device().flush().unwrap();
+        assert!(!log.exists());
+        drop(image);
+        let image = Image::open(&img, OpenOptions::default()).unwrap();
+        let mut b = [0u8; 512];
+        image.device().read_at(&mut b, 1 << 20).unwrap();
+        assert_eq!(b, [0xcd; 512]);
+        if img.extension().is_some_and(|e| e == "qcow2") {
+            run_ok(tool("qemu-img").arg("check").arg(&img));
+        }
+    }
+}
+
+#[test]
+fn a_second_writer_is_refused_while_the_first_holds_the_image() {
+    require_tools!("qemu-img");
+    let t = tempfile::tempdir().unwrap();
+    for img in copies(t.path()) {
+        let first = Image::open(&img, rw()).unwrap();
+        let e = Image::open(&img, rw()).unwrap_err();
+        assert!(matches!(e, Error::Lock(_)), "{e}");
+        assert!(e.to_string().contains("in use by another process"), "{e}");
+        let e = Image::open(&img, OpenOptions::default()).unwrap_err();
+        assert!(matches!(e, Error::Lock(_)), "{e}");
+        drop(first);
+        let r1 = Image::open(&img, OpenOptions::default()).unwrap();
+        let _r2 = Image::open(&img, OpenOptions::default()).unwrap();
+        assert!(Image::open(&img, rw()).is_err());
+        drop(r1);
+    }
+}
