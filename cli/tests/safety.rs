@@ -308,7 +308,17 @@ fn prepare_killed_at_random_moments() {
             let _ = child.kill(); // SIGKILL
             let status = child.wait().unwrap();
             let what = format!("{format} kill {i} after {delay:?} (pause {pause:?}, {status})");
-            check_after_crash(t.path(), &img, &orig, &prepared, &what);
+            let in_commit = imgscrub_disk_log(&img).exists();
+            let prepared_now = check_after_crash(t.path(), &img, &orig, &prepared, &what);
+            eprintln!(
+                "{what}: {}, {}",
+                if in_commit {
+                    "inside the commit"
+                } else {
+                    "outside the commit"
+                },
+                if prepared_now { "prepared" } else { "original" }
+            );
         }
     }
 }
