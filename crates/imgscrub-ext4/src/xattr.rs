@@ -200,7 +200,9 @@ fn parse_entries(
         let value_size = rd32(buf, off + 8) as usize;
         let e_hash = rd32(buf, off + 12);
         let elen = entry_len(name_len);
-        if name_len == 0 || off + elen + 4 > buf.len() {
+        // An empty name is valid with a name index: POSIX ACLs are stored as index 2/3
+        // ("system.posix_acl_access/default") with e_name_len 0.
+        if (name_len == 0 && index == 0) || off + elen + 4 > buf.len() {
             return Err(corrupt(format!("bad entry at offset {off}")));
         }
         let name = buf

@@ -94,7 +94,6 @@ fn xattrs_on_every_variant() {
 }
 
 #[test]
-#[ignore = "xattr::parse_entries rejects the empty names ACL entries have (dirs, NOTES-team.md 04:57)"]
 fn posix_acls() {
     imgscrub_testkit::require_tools!("mke2fs", "e2fsck");
     let tmp = tempfile::tempdir().unwrap();
