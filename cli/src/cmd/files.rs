@@ -6,14 +6,11 @@
 //! reports, and throws the changes away.
 
 use anyhow::{Context, Result, bail};
-use imgscrub::disk::{BlockDev, Overlay};
 use imgscrub::fs::filesystem::{FileType, Meta, NewAttr, SetAttr, Timestamp};
-use imgscrub::fs::guest::{Dev, Volume, open_root};
-use imgscrub::fs::{Filesystem, FsError, resolve, resolve_entry};
-use imgscrub::{Format, Image, OpenOptions};
+use imgscrub::fs::{FsError, resolve, resolve_entry};
+use imgscrub::{Format, Guest, Image, OpenOptions};
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 /// Where to act: the image and, optionally, which partition.
 #[derive(clap::Args, Debug)]
@@ -37,51 +34,26 @@ pub struct EditOpts {
     pub dry_run: bool,
 }
 
-/// An opened guest filesystem; edits go to `overlay` until `commit`.
-struct Session {
-    _img: Image,
-    disk: Dev,
-    overlay: Arc<Overlay<Dev>>,
-    fs: Box<dyn Filesystem>,
-    volume: Volume,
+/// Open the image for a verb: `edit` verbs open the filesystem for editing; the image file
+/// is opened writable only when `edit` and not `dry_run` (a dry run edits a staging overlay).
+fn open(t: &Target, edit: bool, dry_run: bool) -> Result<Image> {
+    super::open_image(
+        &t.image,
+        OpenOptions {
+            write: edit && !dry_run,
+            format: t.format,
+        },
+    )
 }
 
-impl Session {
-    /// Open the guest root. `edit` opens the filesystem for editing; the image itself is
-    /// opened writable only when `edit` and not `dry_run` (a dry run edits the overlay only).
-    fn open(t: &Target, edit: bool, dry_run: bool) -> Result<Session> {
-        let img = Image::open(
-            &t.image,
-            OpenOptions {
-                write: edit && !dry_run,
-                format: t.format,
-            },
-        )?;
-        let disk = img.device().clone();
-        let overlay = Arc::new(Overlay::new(disk.clone()));
-        let staged: Dev = overlay.clone();
-        let (volume, fs) = open_root(&staged, t.partition, edit)
-            .with_context(|| format!("{}", t.image.display()))?;
-        Ok(Session {
-            _img: img,
-            disk,
-            overlay,
-            fs,
-            volume,
-        })
-    }
+fn guest<'a>(img: &'a Image, t: &Target, edit: bool) -> Result<Guest<'a>> {
+    img.guest(t.partition, edit)
+        .with_context(|| format!("{}", t.image.display()))
+}
 
-    /// Flush the filesystem into the overlay and, unless `dry_run`, copy the overlay to the
-    /// image. Returns the number of bytes changed.
-    fn commit(mut self, dry_run: bool) -> Result<u64> {
-        self.fs.flush()?;
-        let changed: u64 = self.overlay.dirty_ranges().iter().map(|r| r.1).sum();
-        if !dry_run && changed > 0 {
-            self.overlay.commit_to(self.disk.as_ref())?;
-            self.disk.flush()?;
-        }
-        Ok(changed)
-    }
+/// Write the staged changes to the image (or, for a dry run, only count them).
+fn finish(g: Guest<'_>, dry_run: bool) -> Result<u64> {
+    Ok(if dry_run { g.discard()? } else { g.commit()? })
 }
 
 fn guest_path(p: &str) -> Result<&[u8]> {
@@ -192,8 +164,9 @@ pub struct LsArgs {
 }
 
 pub fn ls(a: &LsArgs) -> Result<()> {
-    let s = Session::open(&a.target, false, false)?;
-    let fs = s.fs.as_ref();
+    let img = open(&a.target, false, false)?;
+    let g = guest(&img, &a.target, false)?;
+    let fs = g.fs();
     let node = resolve(fs, guest_path(&a.path)?, true)?;
     let meta = fs.stat(node)?;
     let mut rows: Vec<(String, Meta, Option<Vec<u8>>)> = Vec::new();
@@ -260,8 +233,9 @@ pub struct CatArgs {
 }
 
 pub fn cat(a: &CatArgs) -> Result<()> {
-    let s = Session::open(&a.target, false, false)?;
-    let fs = s.fs.as_ref();
+    let img = open(&a.target, false, false)?;
+    let g = guest(&img, &a.target, false)?;
+    let fs = g.fs();
     let node = resolve(fs, guest_path(&a.path)?, true)?;
     let m = fs.stat(node)?;
     if m.file_type == FileType::Directory {
@@ -298,8 +272,9 @@ pub struct StatArgs {
 }
 
 pub fn stat(a: &StatArgs) -> Result<()> {
-    let s = Session::open(&a.target, false, false)?;
-    let fs = s.fs.as_ref();
+    let img = open(&a.target, false, false)?;
+    let g = guest(&img, &a.target, false)?;
+    let fs = g.fs();
     let node = resolve(fs, guest_path(&a.path)?, false)?;
     let m = fs.stat(node)?;
     let target = (m.file_type == FileType::Symlink)
@@ -311,8 +286,8 @@ pub fn stat(a: &StatArgs) -> Result<()> {
         v["node"] = m.node.into();
         v["atime"] = m.atime.secs.into();
         v["ctime"] = m.ctime.secs.into();
-        v["filesystem"] = s.volume.probe.fstype.blkid_name().into();
-        v["partition"] = s.volume.partition.into();
+        v["filesystem"] = g.volume().probe.fstype.blkid_name().into();
+        v["partition"] = g.volume().partition.into();
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
     }
@@ -376,8 +351,9 @@ pub struct RmArgs {
 }
 
 pub fn rm(a: &RmArgs) -> Result<()> {
-    let mut s = Session::open(&a.target, true, a.edit.dry_run)?;
-    let r = match resolve_entry(s.fs.as_ref(), guest_path(&a.path)?, false) {
+    let img = open(&a.target, true, a.edit.dry_run)?;
+    let mut g = guest(&img, &a.target, true)?;
+    let r = match resolve_entry(g.fs(), guest_path(&a.path)?, false) {
         Err(FsError::NotFound(_)) if a.force => return Ok(()),
         other => other?,
     };
@@ -390,7 +366,7 @@ pub fn rm(a: &RmArgs) -> Result<()> {
     if r.name.is_empty() {
         bail!("refusing to remove the root directory");
     }
-    let fs = s.fs.as_mut();
+    let fs = g.fs_mut();
     if fs.stat(node)?.file_type == FileType::Directory {
         if !a.recursive {
             bail!("{}: is a directory (use -r)", a.path);
@@ -399,7 +375,7 @@ pub fn rm(a: &RmArgs) -> Result<()> {
     } else {
         fs.unlink(r.parent, &r.name)?;
     }
-    let changed = s.commit(a.edit.dry_run)?;
+    let changed = finish(g, a.edit.dry_run)?;
     report_edit(changed, a.edit.dry_run, &format!("remove {}", a.path));
     Ok(())
 }
@@ -454,12 +430,13 @@ pub fn write(a: &WriteArgs) -> Result<()> {
     std::io::stdin()
         .read_to_end(&mut data)
         .context("reading the new content from standard input")?;
-    let mut s = Session::open(&a.target, true, a.edit.dry_run)?;
-    let r = resolve_entry(s.fs.as_ref(), guest_path(&a.path)?, true)?;
+    let img = open(&a.target, true, a.edit.dry_run)?;
+    let mut g = guest(&img, &a.target, true)?;
+    let r = resolve_entry(g.fs(), guest_path(&a.path)?, true)?;
     if r.name.is_empty() {
         bail!("{}: is a directory", a.path);
     }
-    let fs = s.fs.as_mut();
+    let fs = g.fs_mut();
     let node = match r.node {
         Some(n) => {
             if fs.stat(n)?.file_type != FileType::Regular {
@@ -493,7 +470,7 @@ pub fn write(a: &WriteArgs) -> Result<()> {
             },
         )?;
     }
-    let changed = s.commit(a.edit.dry_run)?;
+    let changed = finish(g, a.edit.dry_run)?;
     report_edit(changed, a.edit.dry_run, &format!("write {}", a.path));
     Ok(())
 }
@@ -520,7 +497,8 @@ pub struct MkdirArgs {
 }
 
 pub fn mkdir(a: &MkdirArgs) -> Result<()> {
-    let mut s = Session::open(&a.target, true, a.edit.dry_run)?;
+    let img = open(&a.target, true, a.edit.dry_run)?;
+    let mut g = guest(&img, &a.target, true)?;
     let attr = NewAttr {
         perm: a.mode.unwrap_or(0o755),
         ..NewAttr::default()
@@ -531,23 +509,23 @@ pub fn mkdir(a: &MkdirArgs) -> Result<()> {
         for comp in path.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
             done.push(b'/');
             done.extend_from_slice(comp);
-            let r = resolve_entry(s.fs.as_ref(), &done, true)?;
+            let r = resolve_entry(g.fs(), &done, true)?;
             match r.node {
-                Some(n) if s.fs.stat(n)?.file_type == FileType::Directory => {}
+                Some(n) if g.fs().stat(n)?.file_type == FileType::Directory => {}
                 Some(_) => bail!("{}: not a directory", String::from_utf8_lossy(&done)),
                 None => {
-                    s.fs.mkdir(r.parent, &r.name, &attr)?;
+                    g.fs_mut().mkdir(r.parent, &r.name, &attr)?;
                 }
             }
         }
     } else {
-        let r = resolve_entry(s.fs.as_ref(), path, false)?;
+        let r = resolve_entry(g.fs(), path, false)?;
         if r.node.is_some() {
             bail!("{}: file exists", a.path);
         }
-        s.fs.mkdir(r.parent, &r.name, &attr)?;
+        g.fs_mut().mkdir(r.parent, &r.name, &attr)?;
     }
-    let changed = s.commit(a.edit.dry_run)?;
+    let changed = finish(g, a.edit.dry_run)?;
     report_edit(changed, a.edit.dry_run, &format!("create {}", a.path));
     Ok(())
 }
@@ -576,8 +554,9 @@ pub fn symlink(a: &SymlinkArgs) -> Result<()> {
     if a.to.is_empty() {
         bail!("the link target is empty");
     }
-    let mut s = Session::open(&a.target, true, a.edit.dry_run)?;
-    let r = resolve_entry(s.fs.as_ref(), guest_path(&a.link)?, false)?;
+    let img = open(&a.target, true, a.edit.dry_run)?;
+    let mut g = guest(&img, &a.target, true)?;
+    let r = resolve_entry(g.fs(), guest_path(&a.link)?, false)?;
     if r.name.is_empty() {
         bail!("{}: is a directory", a.link);
     }
@@ -585,12 +564,12 @@ pub fn symlink(a: &SymlinkArgs) -> Result<()> {
         if !a.force {
             bail!("{}: file exists (use -f to replace it)", a.link);
         }
-        if s.fs.stat(n)?.file_type == FileType::Directory {
+        if g.fs().stat(n)?.file_type == FileType::Directory {
             bail!("{}: is a directory", a.link);
         }
-        s.fs.unlink(r.parent, &r.name)?;
+        g.fs_mut().unlink(r.parent, &r.name)?;
     }
-    s.fs.symlink(
+    g.fs_mut().symlink(
         r.parent,
         &r.name,
         a.to.as_bytes(),
@@ -599,7 +578,7 @@ pub fn symlink(a: &SymlinkArgs) -> Result<()> {
             ..NewAttr::default()
         },
     )?;
-    let changed = s.commit(a.edit.dry_run)?;
+    let changed = finish(g, a.edit.dry_run)?;
     report_edit(
         changed,
         a.edit.dry_run,
@@ -627,16 +606,17 @@ pub struct ChmodArgs {
 }
 
 pub fn chmod(a: &ChmodArgs) -> Result<()> {
-    let mut s = Session::open(&a.target, true, a.edit.dry_run)?;
-    let node = resolve(s.fs.as_ref(), guest_path(&a.path)?, true)?;
-    s.fs.set_attr(
+    let img = open(&a.target, true, a.edit.dry_run)?;
+    let mut g = guest(&img, &a.target, true)?;
+    let node = resolve(g.fs(), guest_path(&a.path)?, true)?;
+    g.fs_mut().set_attr(
         node,
         &SetAttr {
             perm: Some(a.mode),
             ..SetAttr::default()
         },
     )?;
-    let changed = s.commit(a.edit.dry_run)?;
+    let changed = finish(g, a.edit.dry_run)?;
     report_edit(
         changed,
         a.edit.dry_run,

@@ -5,6 +5,19 @@ pub mod inspect;
 pub mod prepare;
 pub mod shrink;
 
+/// Open an image and report on stderr what opening it had to say (for example that an
+/// interrupted change was finished or rolled back, docs/safety.md).
+pub fn open_image(
+    path: &std::path::Path,
+    opts: imgscrub::OpenOptions,
+) -> anyhow::Result<imgscrub::Image> {
+    let img = imgscrub::Image::open(path, opts)?;
+    for w in img.warnings() {
+        eprintln!("imgscrub: warning: {w}");
+    }
+    Ok(img)
+}
+
 /// `1536` → `1.5 KiB`; exact bytes under 1 KiB.
 pub fn human_size(n: u64) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];

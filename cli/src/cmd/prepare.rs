@@ -7,7 +7,7 @@ use imgscrub::prepare::{
     MachineIdPolicy, Options, Profile, Selection, builtin_names, list_operations,
     list_operations_text,
 };
-use imgscrub::{Format, Image, OpenOptions};
+use imgscrub::{Format, OpenOptions};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -112,7 +112,7 @@ pub fn run(a: &Args) -> Result<()> {
     }
     let start = Instant::now();
     let Some(out) = &a.output else {
-        let img = Image::open(
+        let img = super::open_image(
             &a.image,
             OpenOptions {
                 write: !a.dry_run,
@@ -144,7 +144,7 @@ pub fn run(a: &Args) -> Result<()> {
     if out == &a.image {
         bail!("--output must differ from the input (for in-place preparation, leave --output out)");
     }
-    let img = Image::open(
+    let img = super::open_image(
         &a.image,
         OpenOptions {
             write: false,

@@ -5,7 +5,7 @@ use crate::progress::Bar;
 use anyhow::{Result, bail};
 use imgscrub::shrink::sparsify::Action;
 use imgscrub::shrink::{Compression, ConvertOptions, ConvertReport, OutputFormat, SparsifyOptions};
-use imgscrub::{Format, Image, OpenOptions};
+use imgscrub::{Format, OpenOptions};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -106,7 +106,7 @@ pub fn convert(a: &ConvertArgs) -> Result<()> {
         bail!("the output must differ from the input");
     }
     let start = Instant::now();
-    let img = Image::open(
+    let img = super::open_image(
         &a.input,
         OpenOptions {
             write: false,
@@ -167,7 +167,7 @@ pub struct SparsifyArgs {
 
 pub fn sparsify(a: &SparsifyArgs) -> Result<()> {
     let start = Instant::now();
-    let img = Image::open(
+    let img = super::open_image(
         &a.image,
         OpenOptions {
             write: true,
