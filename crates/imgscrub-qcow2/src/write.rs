@@ -399,6 +399,10 @@ impl Qcow2 {
     }
 
     /// Reserve `n` clusters at the end of the file (no refcount yet).
+    ///
+    /// Clusters past the end of the file must have refcount 0. A non-zero count there means
+    /// damaged refcount blocks (`qemu-img check` only notices once the cluster is used), and
+    /// adding 1 to it would leave a wrong count: refuse instead.
     fn take_end(&self, m: &mut Meta, n: u64) -> Result<u64> {
         let host = m.end;
         let new_end = n
@@ -406,6 +410,20 @@ impl Qcow2 {
             .and_then(|b| host.checked_add(b))
             .filter(|&e| e <= MAX_HOST_OFFSET)
             .ok_or_else(|| Qcow2Error::Unsupported("image file would exceed 2^56 bytes".into()))?;
+        for i in 0..n {
+            let c = host + i * self.cluster_size;
+            let rc = self.refcount_locked(m, c)?;
+            if rc != 0 {
+                return Err(Qcow2Error::corrupt(
+                    "refcount block",
+                    c,
+                    format!(
+                        "the free cluster at {c:#x} past the end of the file has refcount {rc}; \
+                         the refcounts are damaged (repair with `qemu-img check -r all`)"
+                    ),
+                ));
+            }
+        }
         m.end = new_end;
         Ok(host)
     }
