@@ -80,6 +80,9 @@ fn prepare_dry_run_in_place_and_idempotent() {
     let img = sample(t.path());
     let s = img.to_str().unwrap();
     let before = bytes(&img);
+    let inspect: serde_json::Value = serde_json::from_str(&ok(&["inspect", "--json", s])).unwrap();
+    assert_eq!(inspect["os"]["family"], "debian", "{inspect}");
+    assert_eq!(inspect["os"]["root_partition"], 2);
     let plan = ok(&["prepare", s, "--profile", "linux", "--dry-run"]);
     assert!(plan.contains("/etc/ssh/ssh_host_rsa_key"), "{plan}");
     assert_eq!(bytes(&img), before, "dry run changed the image");

@@ -147,6 +147,26 @@ pub fn render(r: &Inspection) -> String {
     if r.partitions.iter().any(|p| p.bootable) {
         out += "(* bootable)\n";
     }
+    if let Some(os) = &r.os {
+        let root = match os.root_partition {
+            Some(n) => format!("partition {n}"),
+            None => "the whole disk".to_owned(),
+        };
+        out += &format!(
+            "\nos:     {} on {root}; init {:?}{}{}\n",
+            os.info.describe(),
+            os.info.init,
+            match &os.info.selinux {
+                Some(m) => format!("; SELinux {m:?}"),
+                None => String::new(),
+            },
+            if os.info.cloud_init {
+                "; cloud-init"
+            } else {
+                ""
+            },
+        );
+    }
     if !r.warnings.is_empty() {
         out += "\n";
         for w in &r.warnings {

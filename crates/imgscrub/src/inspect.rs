@@ -30,8 +30,20 @@ pub struct Inspection {
     pub partition_table: TableInfo,
     /// Partitions (or the whole-disk pseudo-partition), with the filesystem found in each.
     pub partitions: Vec<PartitionInfo>,
+    /// The operating system on the root filesystem (`null` when no root was found).
+    pub os: Option<OsSection>,
     /// Problems that did not stop the inspection.
     pub warnings: Vec<String>,
+}
+
+/// The guest OS, as the prepare engine sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct OsSection {
+    /// The partition holding the root filesystem (`null`: a disk without partition table).
+    pub root_partition: Option<u32>,
+    /// Distribution, version, init system, SELinux, cloud-init, fstab.
+    #[serde(flatten)]
+    pub info: imgscrub_prepare::OsInfo,
 }
 
 /// One image below another in a qcow2 backing chain.
@@ -163,6 +175,22 @@ impl Image {
             }
             TableKind::None => ("none", None, None),
         };
+        let os = match self.guest(None, false) {
+            Ok(g) => match imgscrub_prepare::inspect(g.fs()) {
+                Ok(info) => Some(OsSection {
+                    root_partition: g.volume().partition,
+                    info,
+                }),
+                Err(e) => {
+                    warnings.push(format!("operating system not identified: {e}"));
+                    None
+                }
+            },
+            Err(e) => {
+                warnings.push(format!("no root filesystem: {e}"));
+                None
+            }
+        };
         Ok(Inspection {
             schema_version: SCHEMA_VERSION,
             path: self.path().display().to_string(),
@@ -176,6 +204,7 @@ impl Image {
                 read_only: table.read_only,
             },
             partitions,
+            os,
             warnings,
         })
     }

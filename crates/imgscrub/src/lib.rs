@@ -23,7 +23,7 @@ mod work;
 pub use error::{Error, Result};
 pub use image::{Format, Image, OpenOptions};
 pub use inspect::{
-    BackingFile, ExtFeaturesInfo, FilesystemInfo, Inspection, PartitionInfo, TableInfo,
+    BackingFile, ExtFeaturesInfo, FilesystemInfo, Inspection, OsSection, PartitionInfo, TableInfo,
 };
 
 pub use work::{Guest, PrepareOutcome};
