@@ -158,7 +158,7 @@ fn convert_is_exact_and_deterministic_and_sparsify_zeroes() {
     ok(&[
         "convert",
         "-q",
-        "--to",
+        "--format",
         "raw",
         "--compress",
         "none",
@@ -184,7 +184,7 @@ fn bad_arguments_fail_cleanly() {
         vec!["convert", s, s],
         vec![
             "convert",
-            "--to",
+            "--format",
             "raw",
             "--compress",
             "zstd",

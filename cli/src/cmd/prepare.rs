@@ -68,6 +68,9 @@ pub struct Args {
     /// Write the prepared image here (the input is only read) instead of editing in place.
     #[arg(long, short = 'o', value_name = "OUT")]
     pub output: Option<PathBuf>,
+    /// Format of the --output image.
+    #[arg(long, value_name = "FORMAT", default_value = "qcow2", value_parser = ["qcow2", "raw"])]
+    pub output_format: String,
     #[command(flatten)]
     pub out: OutputArgs,
     /// No progress bar.
@@ -151,7 +154,7 @@ pub fn run(a: &Args) -> Result<()> {
             format: a.format,
         },
     )?;
-    let copts = a.out.convert_options()?;
+    let copts = a.out.convert_options(&a.output_format)?;
     let bar = Bar::new(a.quiet || a.json);
     let (outcome, conv) = img.prepare_to(&profile, &opts, a.partition, out, &copts, &bar)?;
     if a.json {

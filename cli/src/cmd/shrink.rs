@@ -12,9 +12,6 @@ use std::time::Instant;
 /// Options of the output image (`convert`, `prepare --output`).
 #[derive(clap::Args, Debug)]
 pub struct OutputArgs {
-    /// Output format.
-    #[arg(long = "to", value_name = "FORMAT", default_value = "qcow2", value_parser = ["qcow2", "raw"])]
-    pub to: String,
     /// Compression of qcow2 clusters: zstd (qemu ≥ 5.1), zlib (every qemu) or none.
     #[arg(long, value_name = "ALGO", default_value = "zstd", value_parser = ["zstd", "zlib", "none"])]
     pub compress: String,
@@ -27,8 +24,9 @@ pub struct OutputArgs {
 }
 
 impl OutputArgs {
-    pub fn convert_options(&self) -> Result<ConvertOptions<'static>> {
-        let format = match self.to.as_str() {
+    /// Options for an output of `format` (`qcow2` or `raw`).
+    pub fn convert_options(&self, format: &str) -> Result<ConvertOptions<'static>> {
+        let format = match format {
             "raw" => OutputFormat::Raw,
             _ => OutputFormat::Qcow2,
         };
@@ -36,7 +34,7 @@ impl OutputArgs {
             (OutputFormat::Raw, "none") => Compression::None,
             (OutputFormat::Raw, c) => {
                 bail!(
-                    "raw output cannot be compressed (--compress {c}): use --compress none or --to qcow2"
+                    "raw output cannot be compressed (--compress {c}): use --compress none or qcow2"
                 )
             }
             (_, "zlib") => Compression::Zlib,
@@ -76,7 +74,7 @@ Examples:
       zstd-compressed qcow2, compressed on every core, clusters in guest order
   imgscrub convert --sparsify --compress zlib disk.qcow2 small.qcow2
       free space of every filesystem is not even read; zlib for old qemu versions
-  imgscrub convert --to raw disk.qcow2 disk.img
+  imgscrub convert --format raw --compress none disk.qcow2 disk.img
       a sparse raw file (zero runs stay holes)
 
 The same input and options always give a byte-identical output.")]
@@ -85,14 +83,17 @@ pub struct ConvertArgs {
     pub input: PathBuf,
     /// The output image (created or replaced).
     pub output: PathBuf,
+    /// Output format.
+    #[arg(long, short = 'O', value_name = "FORMAT", default_value = "qcow2", value_parser = ["qcow2", "raw"])]
+    pub format: String,
     #[command(flatten)]
     pub out: OutputArgs,
     /// Treat the free space of ext2/3/4, FAT and swap, and partition gaps, as zeros.
     #[arg(long)]
     pub sparsify: bool,
     /// Do not detect the input format: read it as `raw` or `qcow2`.
-    #[arg(long, value_name = "FORMAT")]
-    pub format: Option<Format>,
+    #[arg(long, short = 'f', value_name = "FORMAT")]
+    pub input_format: Option<Format>,
     /// Print a JSON summary.
     #[arg(long)]
     pub json: bool,
@@ -110,17 +111,19 @@ pub fn convert(a: &ConvertArgs) -> Result<()> {
         &a.input,
         OpenOptions {
             write: false,
-            format: a.format,
+            format: a.input_format,
         },
     )?;
-    let opts = a.out.convert_options()?;
+    let opts = a.out.convert_options(&a.format)?;
     let bar = Bar::new(a.quiet || a.json);
     let r = img.convert(&a.output, &opts, a.sparsify, &bar)?;
     let secs = start.elapsed().as_secs_f64();
     if a.json {
         let mut v = convert_json(&r);
+        let input = std::fs::metadata(&a.input)?.len();
         v["seconds"] = secs.into();
-        v["input_size"] = std::fs::metadata(&a.input)?.len().into();
+        v["input_size"] = input.into();
+        v["size_ratio"] = (r.output_size as f64 / input.max(1) as f64).into();
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         let input = std::fs::metadata(&a.input)?.len();
