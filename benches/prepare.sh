@@ -39,7 +39,7 @@ echo "files in the guest: $(find tree | wc -l)"
 
 # ---- a 2 GiB GPT disk: 100 MiB ESP (left empty) + ext4 root -------------------------------
 truncate -s 2G disk.img
-sgdisk -q -n1:2048:+100M -t1:ef00 -n2:0:0 -t2:8300 disk.img
+sgdisk -n1:2048:+100M -t1:ef00 -n2:0:0 -t2:8300 disk.img >/dev/null
 start=$(( $(sgdisk -i2 disk.img | sed -n 's/^First sector: \([0-9]*\).*/\1/p') * 512 ))
 size=$(( ($(sgdisk -i2 disk.img | sed -n 's/^Last sector: \([0-9]*\).*/\1/p') + 1) * 512 - start ))
 truncate -s "$size" root.ext4

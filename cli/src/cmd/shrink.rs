@@ -15,7 +15,7 @@ pub struct OutputArgs {
     /// Compression of qcow2 clusters: zstd (qemu ≥ 5.1), zlib (every qemu) or none.
     #[arg(long, value_name = "ALGO", default_value = "zstd", value_parser = ["zstd", "zlib", "none"])]
     pub compress: String,
-    /// Compression level (zstd 1–22, default 3; zlib 1–9, default 6).
+    /// Compression level (zstd 1–22, default 3; zlib 1–9, default 9).
     #[arg(long, value_name = "N")]
     pub level: Option<i32>,
     /// qcow2 cluster size in bytes (power of two, 512 to 2097152).

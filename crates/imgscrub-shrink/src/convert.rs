@@ -44,7 +44,8 @@ pub struct ConvertOptions<'a> {
     pub format: OutputFormat,
     /// Compression of qcow2 clusters ([`Compression::None`] for raw).
     pub compression: Compression,
-    /// Compression level; `None` = the codec's default (zlib 6, zstd 3, as qemu).
+    /// Compression level; `None` = the codec's default (zstd 3 as qemu; zlib 9, see
+    /// [`Compression::default_level`]).
     pub level: Option<i32>,
     /// qcow2 cluster size (power of two, 512 B..2 MiB); also the unit of reading.
     pub cluster_size: u32,
