@@ -23,6 +23,11 @@ pub struct Volume {
     pub size: u64,
     /// What the probe found there.
     pub probe: FsProbe,
+    /// The partition's unique GUID (GPT) or `SIGNATURE-NN` (MBR), lower case; empty
+    /// without a table.
+    pub part_uuid: String,
+    /// The GPT partition name (PARTLABEL); empty otherwise.
+    pub part_name: String,
 }
 
 impl Volume {
@@ -58,6 +63,8 @@ pub fn volumes(disk: &Dev) -> Result<Vec<Volume>> {
             offset: 0,
             size: disk.len(),
             probe: probe(disk.as_ref())?,
+            part_uuid: String::new(),
+            part_name: String::new(),
         });
     }
     for p in &table.partitions {
@@ -67,6 +74,8 @@ pub fn volumes(disk: &Dev) -> Result<Vec<Volume>> {
             offset: p.start,
             size: p.size,
             probe: probe(&slice)?,
+            part_uuid: p.part_uuid.to_lowercase(),
+            part_name: p.name.clone(),
         });
     }
     Ok(out)

@@ -11,9 +11,11 @@ pub mod guest;
 pub mod hostdir;
 pub mod probe;
 pub mod resolve;
+pub mod tree;
 
 pub use ext4::Ext4;
 pub use fat::FatFs;
 pub use filesystem::{Entry, Filesystem, FsError, FsKind, Meta, NodeId, Result};
 pub use hostdir::HostDir;
 pub use resolve::{Resolved, resolve, resolve_entry};
+pub use tree::GuestTree;

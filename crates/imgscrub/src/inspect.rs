@@ -176,16 +176,19 @@ impl Image {
             TableKind::None => ("none", None, None),
         };
         let os = match self.guest(None, false) {
-            Ok(g) => match imgscrub_prepare::inspect(g.fs()) {
-                Ok(info) => Some(OsSection {
-                    root_partition: g.volume().partition,
-                    info,
-                }),
-                Err(e) => {
-                    warnings.push(format!("operating system not identified: {e}"));
-                    None
+            Ok(g) => {
+                warnings.extend(g.warnings().iter().cloned());
+                match imgscrub_prepare::inspect(g.fs()) {
+                    Ok(info) => Some(OsSection {
+                        root_partition: g.volume().partition,
+                        info,
+                    }),
+                    Err(e) => {
+                        warnings.push(format!("operating system not identified: {e}"));
+                        None
+                    }
                 }
-            },
+            }
             Err(e) => {
                 warnings.push(format!("no root filesystem: {e}"));
                 None

@@ -12,8 +12,9 @@
 
 use crate::{Error, Image, Result};
 use imgscrub_disk::{BlockDev, Overlay};
-use imgscrub_fs::Filesystem;
-use imgscrub_fs::guest::{Dev, Volume, open_root};
+use imgscrub_fs::guest::{Dev, Volume, open_root, open_volume, volumes};
+use imgscrub_fs::{Filesystem, GuestTree, resolve};
+use imgscrub_prepare::DeviceSpec;
 use imgscrub_prepare::{Options as PrepareOptions, Profile, Report as PrepareReport};
 use imgscrub_shrink::{
     ConvertOptions, ConvertReport, Progress, SparsifyOptions, SparsifyReport, free_ranges_of_disk,
@@ -27,9 +28,23 @@ pub struct Guest<'a> {
     overlay: Arc<Overlay<Dev>>,
     fs: Box<dyn Filesystem>,
     volume: Volume,
+    mounted: Vec<(String, Volume)>,
+    warnings: Vec<String>,
 }
 
 impl Guest<'_> {
+    /// The filesystems mounted below the root from the guest's `/etc/fstab` (mount point,
+    /// volume), in mount order.
+    pub fn mounted(&self) -> &[(String, Volume)] {
+        &self.mounted
+    }
+
+    /// fstab lines that could not be followed (device not found, a filesystem imgscrub
+    /// cannot open…): what is below those mount points was not edited.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
     /// The filesystem (reads see staged edits).
     pub fn fs(&self) -> &dyn Filesystem {
         self.fs.as_ref()
@@ -81,6 +96,131 @@ impl Guest<'_> {
     }
 }
 
+/// Which of `vols` an fstab device names.
+fn find_volume<'v>(vols: &'v [Volume], dev: &DeviceSpec) -> Option<&'v Volume> {
+    let by_uuid = |u: &str| {
+        vols.iter().find(|v| {
+            v.probe
+                .uuid
+                .as_deref()
+                .is_some_and(|x| x.eq_ignore_ascii_case(u))
+        })
+    };
+    let by_label = |l: &str| vols.iter().find(|v| v.probe.label.as_deref() == Some(l));
+    let by_partuuid = |p: &str| vols.iter().find(|v| v.part_uuid.eq_ignore_ascii_case(p));
+    let by_partlabel = |p: &str| vols.iter().find(|v| v.part_name == p);
+    match dev {
+        DeviceSpec::Uuid(u) => by_uuid(u),
+        DeviceSpec::Label(l) => by_label(l),
+        DeviceSpec::Partuuid(p) => by_partuuid(p),
+        DeviceSpec::Partlabel(p) => by_partlabel(p),
+        DeviceSpec::Path(path) => {
+            if let Some(rest) = path.strip_prefix("/dev/disk/") {
+                let (kind, id) = rest.split_once('/')?;
+                return match kind {
+                    "by-uuid" => by_uuid(id),
+                    "by-label" => by_label(id),
+                    "by-partuuid" => by_partuuid(id),
+                    "by-partlabel" => by_partlabel(id),
+                    _ => None,
+                };
+            }
+            // /dev/sda2, /dev/vda2, /dev/xvda2, /dev/hda2; /dev/nvme0n1p2, /dev/mmcblk0p2.
+            let name = path.strip_prefix("/dev/")?;
+            let number = if name.starts_with("nvme") || name.starts_with("mmcblk") {
+                name.rsplit_once('p')?.1
+            } else if ["sd", "vd", "xvd", "hd"]
+                .iter()
+                .any(|p| name.starts_with(p))
+            {
+                name.trim_start_matches(|c: char| !c.is_ascii_digit())
+            } else {
+                return None;
+            };
+            let n: u32 = number.parse().ok()?;
+            vols.iter().find(|v| v.partition == Some(n))
+        }
+        DeviceSpec::Other(_) => None,
+    }
+}
+
+/// Filesystems mounted below the root: (mount point, volume).
+type Mounted = Vec<(String, Volume)>;
+
+/// Follow the guest's `/etc/fstab`: mount every other block filesystem of this disk at its
+/// mount point, so that `/boot`, `/var` or the ESP at `/boot/efi` are edited where the guest
+/// has them. Returns the root unchanged when fstab names nothing else.
+fn join_fstab(
+    staged: &Dev,
+    root_volume: &Volume,
+    root: Box<dyn Filesystem>,
+    edit: bool,
+) -> Result<(Box<dyn Filesystem>, Mounted, Vec<String>)> {
+    let mut warnings = Vec::new();
+    let os = match imgscrub_prepare::inspect(root.as_ref()) {
+        Ok(os) => os,
+        Err(e) => {
+            warnings.push(format!("/etc/fstab not read: {e}"));
+            return Ok((root, Vec::new(), warnings));
+        }
+    };
+    let mounts = imgscrub_prepare::inspect::block_mounts(&os.fstab);
+    if mounts.iter().all(|m| m.mount_point == "/") {
+        return Ok((root, Vec::new(), warnings));
+    }
+    let vols = volumes(staged)?;
+    let mut tree = GuestTree::new(root);
+    let mut mounted = Vec::new();
+    let mut used: Vec<u64> = vec![root_volume.offset];
+    for m in mounts {
+        if m.mount_point == "/" {
+            continue;
+        }
+        let Some(vol) = find_volume(&vols, &m.device) else {
+            warnings.push(format!(
+                "fstab: no partition of this disk matches {:?} for {}; not edited",
+                m.device, m.mount_point
+            ));
+            continue;
+        };
+        if used.contains(&vol.offset) {
+            // Two engines over one filesystem would corrupt it: mount each volume once.
+            warnings.push(format!(
+                "fstab: {} is already mounted elsewhere; {} not mounted again",
+                vol.describe(),
+                m.mount_point
+            ));
+            continue;
+        }
+        let at = match resolve(&tree, m.mount_point.as_bytes(), true) {
+            Ok(at) => at,
+            Err(e) => {
+                warnings.push(format!(
+                    "fstab: mount point {} not usable ({e}); not edited",
+                    m.mount_point
+                ));
+                continue;
+            }
+        };
+        let fs = match open_volume(staged, vol, edit) {
+            Ok(fs) => fs,
+            Err(e) => {
+                warnings.push(format!(
+                    "fstab: {} ({}) at {} not opened: {e}",
+                    vol.describe(),
+                    vol.probe.fstype.blkid_name(),
+                    m.mount_point
+                ));
+                continue;
+            }
+        };
+        tree.mount(at, fs)?;
+        used.push(vol.offset);
+        mounted.push((m.mount_point.clone(), vol.clone()));
+    }
+    Ok((Box::new(tree), mounted, warnings))
+}
+
 /// What [`Image::prepare`] did.
 #[derive(Debug, serde::Serialize)]
 pub struct PrepareOutcome {
@@ -100,12 +240,19 @@ impl Image {
     pub fn guest(&self, partition: Option<u32>, edit: bool) -> Result<Guest<'_>> {
         let overlay = Arc::new(Overlay::new(self.device().clone()));
         let staged: Dev = overlay.clone();
-        let (volume, fs) = open_root(&staged, partition, edit)?;
+        let (volume, root) = open_root(&staged, partition, edit)?;
+        let (fs, mounted, warnings) = if partition.is_none() {
+            join_fstab(&staged, &volume, root, edit)?
+        } else {
+            (root, Vec::new(), Vec::new())
+        };
         Ok(Guest {
             image: self,
             overlay,
             fs,
             volume,
+            mounted,
+            warnings,
         })
     }
 
@@ -117,7 +264,8 @@ impl Image {
         partition: Option<u32>,
     ) -> Result<PrepareOutcome> {
         let mut g = self.guest(partition, true)?;
-        let report = imgscrub_prepare::prepare(g.fs_mut(), profile, opts)?;
+        let mut report = imgscrub_prepare::prepare(g.fs_mut(), profile, opts)?;
+        report.warnings.extend(g.warnings().iter().cloned());
         let part = g.volume().partition;
         let bytes_changed = if opts.dry_run {
             g.discard()?
@@ -143,7 +291,8 @@ impl Image {
         progress: &dyn Progress,
     ) -> Result<(PrepareOutcome, ConvertReport)> {
         let mut g = self.guest(partition, true)?;
-        let report = imgscrub_prepare::prepare(g.fs_mut(), profile, opts)?;
+        let mut report = imgscrub_prepare::prepare(g.fs_mut(), profile, opts)?;
+        report.warnings.extend(g.warnings().iter().cloned());
         let part = g.volume().partition;
         let bytes_changed = g.stage()?;
         let staged = g.staged_device();
