@@ -95,6 +95,10 @@ fn prepare_dry_run_in_place_and_idempotent() {
     let ssh = imgscrub_testkit::debugfs(&fs, "ls /etc/ssh");
     assert!(!ssh.contains("ssh_host_rsa_key"), "{ssh}");
     assert_eq!(imgscrub_testkit::debugfs(&fs, "cat /etc/machine-id"), "");
+    // The sample is a systemd Debian without cloud-init: sshd must get its keys back at
+    // first boot from the unit prepare installs.
+    let units = imgscrub_testkit::debugfs(&fs, "ls /etc/systemd/system/multi-user.target.wants");
+    assert!(units.contains("imgscrub-ssh-keygen.service"), "{units}");
     let qc = run_ok(tool("qemu-img").arg("check").arg(&img));
     assert!(qc.contains("No errors"), "{qc}");
 
