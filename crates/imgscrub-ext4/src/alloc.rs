@@ -135,23 +135,12 @@ impl Groups {
         g: u32,
         read: &mut ReadBlock<'_>,
     ) -> Result<&mut Bitmap> {
-        let idx = g as usize;
-        if self.block_bitmaps.get(idx).is_none() {
-            return Err(Ext4Error::corrupt(
-                format!("group {g}"),
-                "no such block group",
-            ));
-        }
-        if self.block_bitmaps.get(idx).is_some_and(Option::is_none) {
-            let bm = self.read_block_bitmap(sb, g, read)?;
-            if let Some(slot) = self.block_bitmaps.get_mut(idx) {
-                *slot = Some(bm);
-            }
-        }
-        self.block_bitmaps
-            .get_mut(idx)
-            .and_then(Option::as_mut)
-            .ok_or_else(|| Ext4Error::corrupt(format!("group {g}"), "no such block group"))
+        let loaded = match self.block_bitmaps.get(g as usize) {
+            None => return Err(no_group(g)),
+            Some(Some(_)) => None,
+            Some(None) => Some(self.read_block_bitmap(sb, g, read)?),
+        };
+        fill_slot(&mut self.block_bitmaps, g, loaded)
     }
 
     /// Load the block bitmap of group `g` without caching it (for read-only scans).
@@ -234,23 +223,12 @@ impl Groups {
         g: u32,
         read: &mut ReadBlock<'_>,
     ) -> Result<&mut Bitmap> {
-        let idx = g as usize;
-        if self.inode_bitmaps.get(idx).is_none() {
-            return Err(Ext4Error::corrupt(
-                format!("group {g}"),
-                "no such block group",
-            ));
-        }
-        if self.inode_bitmaps.get(idx).is_some_and(Option::is_none) {
-            let bm = self.read_inode_bitmap(sb, g, read)?;
-            if let Some(slot) = self.inode_bitmaps.get_mut(idx) {
-                *slot = Some(bm);
-            }
-        }
-        self.inode_bitmaps
-            .get_mut(idx)
-            .and_then(Option::as_mut)
-            .ok_or_else(|| Ext4Error::corrupt(format!("group {g}"), "no such block group"))
+        let loaded = match self.inode_bitmaps.get(g as usize) {
+            None => return Err(no_group(g)),
+            Some(Some(_)) => None,
+            Some(None) => Some(self.read_inode_bitmap(sb, g, read)?),
+        };
+        fill_slot(&mut self.inode_bitmaps, g, loaded)
     }
 
     /// Load the inode bitmap of group `g` without caching it.
@@ -593,4 +571,18 @@ impl Groups {
 /// Number of blocks of one group's inode table.
 pub fn itable_blocks(sb: &Superblock) -> u64 {
     (u64::from(sb.inodes_per_group) * u64::from(sb.inode_size)).div_ceil(u64::from(sb.block_size))
+}
+
+/// The error for a group number past the last group.
+fn no_group(g: u32) -> Ext4Error {
+    Ext4Error::corrupt(format!("group {g}"), "no such block group")
+}
+
+/// The cached bitmap of group `g` in `slots`, storing `loaded` first when it was just read.
+fn fill_slot(slots: &mut [Option<Bitmap>], g: u32, loaded: Option<Bitmap>) -> Result<&mut Bitmap> {
+    let slot = slots.get_mut(g as usize).ok_or_else(|| no_group(g))?;
+    if let Some(bm) = loaded {
+        *slot = Some(bm);
+    }
+    slot.as_mut().ok_or_else(|| no_group(g))
 }
