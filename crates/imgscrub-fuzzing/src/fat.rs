@@ -1,0 +1,94 @@
+//! FAT targets: the boot sector parser and free-space map of our own, and the `fatfs`-backed
+//! [`FatFs`] behind the `Filesystem` trait (reads, then ESP-style edits).
+
+use crate::templates::{fat12, fat16, overlay};
+use imgscrub_disk::MemDev;
+use imgscrub_fs::Filesystem;
+use imgscrub_fs::fat::{FatFs, FatGeometry};
+use imgscrub_fs::filesystem::{FileType, NewAttr};
+use std::sync::Arc;
+
+/// Everything reachable, bounded: at most `budget` entries and 256 KiB of data each.
+fn walk(fs: &dyn Filesystem, budget: usize) {
+    let mut stack = vec![fs.root()];
+    let mut seen = 0usize;
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs.read_dir(dir) else {
+            continue;
+        };
+        for e in entries {
+            seen += 1;
+            if seen > budget {
+                return;
+            }
+            let _ = fs.lookup(dir, &e.name);
+            let Ok(meta) = fs.stat(e.node) else { continue };
+            match meta.file_type {
+                FileType::Directory if stack.len() < 32 => stack.push(e.node),
+                FileType::Regular => {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    let mut off = 0u64;
+                    while off < meta.size.min(256 << 10) {
+                        match fs.read(e.node, off, &mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => off += n as u64,
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let _ = fs.free_ranges();
+}
+
+/// What the ESP edits of a prepare do: replace a small file, create, write, truncate,
+/// mkdir, rename, unlink, remove a tree, flush.
+fn edit(fs: &mut dyn Filesystem) {
+    let root = fs.root();
+    let attr = NewAttr::default();
+    if let Ok(Some(loader)) = fs.lookup(root, b"loader") {
+        if let Ok(Some(seed)) = fs.lookup(loader, b"random-seed") {
+            let _ = fs.set_content(seed, &[0x11; 32]);
+        }
+        if let Ok(f) = fs.create(loader, b"new entry.conf", &attr) {
+            let _ = fs.write(f, 0, &[0x5a; 3000]);
+            let _ = fs.truncate(f, 100);
+        }
+    }
+    let _ = fs.mkdir(root, b"fuzzdir", &attr);
+    let _ = fs.rename(root, b"frag1", root, b"renamed");
+    let _ = fs.unlink(root, b"fragmented");
+    let _ = fs.remove_tree(root, b"EFI");
+    if let Ok(Some(many)) = fs.lookup(root, b"many") {
+        let _ = fs.unlink(many, b"entry number 3.txt");
+    }
+    let _ = fs.flush();
+}
+
+fn exercise(img: Vec<u8>) {
+    let dev = Arc::new(MemDev::from_vec(img));
+    if let Ok(g) = FatGeometry::read(&*dev) {
+        let _ = g.free_ranges(&*dev);
+    }
+    if let Ok(mut fs) = FatFs::open(Arc::clone(&dev)) {
+        walk(&fs, 300);
+        edit(&mut fs);
+        walk(&fs, 300);
+    }
+}
+
+/// The input as a whole FAT volume.
+pub fn fat_open(data: &[u8]) {
+    exercise(data.to_vec());
+}
+
+/// Flip bytes of a valid FAT12 or FAT16 template (boot sector, FATs, root directory,
+/// subdirectories with long names, a fragmented file), read it all, then edit it.
+pub fn fat_image(data: &[u8]) {
+    let Some((&mode, records)) = data.split_first() else {
+        return;
+    };
+    let template = if mode & 2 == 0 { fat12() } else { fat16() };
+    exercise(overlay(template, mode, records, 64 << 10));
+}
