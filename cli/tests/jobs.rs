@@ -169,7 +169,10 @@ fn convert_is_exact_and_deterministic_and_sparsify_zeroes() {
         s,
         raw.to_str().unwrap(),
     ]);
-    ok(&["sparsify", "-q", raw.to_str().unwrap()]);
+    // -q: nothing on stdout or stderr when all goes well (as qemu-img -q).
+    let o = imgscrub(&["sparsify", "-q", raw.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.stdout.is_empty() && o.stderr.is_empty(), "{o:?}");
     let fs = root_fs(t.path(), &raw);
     assert_e2fsck_clean(&fs);
     assert_eq!(zerofree_nonzero(&fs), 0);

@@ -97,7 +97,7 @@ pub struct ConvertArgs {
     /// Print a JSON summary.
     #[arg(long)]
     pub json: bool,
-    /// No progress bar.
+    /// Quiet: no progress bar and no summary line (errors and warnings are still printed).
     #[arg(long, short = 'q')]
     pub quiet: bool,
 }
@@ -125,7 +125,7 @@ pub fn convert(a: &ConvertArgs) -> Result<()> {
         v["input_size"] = input.into();
         v["size_ratio"] = (r.output_size as f64 / input.max(1) as f64).into();
         println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
+    } else if !a.quiet {
         let input = std::fs::metadata(&a.input)?.len();
         eprintln!(
             "{} ({}) -> {} ({}, {:.1}% of the input) in {secs:.2} s; {} read, {} never read",
@@ -163,7 +163,7 @@ pub struct SparsifyArgs {
     /// Print a JSON summary.
     #[arg(long)]
     pub json: bool,
-    /// No progress bar.
+    /// Quiet: no progress bar and no summary line (errors and warnings are still printed).
     #[arg(long, short = 'q')]
     pub quiet: bool,
 }
@@ -206,6 +206,12 @@ pub fn sparsify(a: &SparsifyArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
+    if a.quiet {
+        return Ok(());
+    }
     for x in &r.areas {
         let what = match &x.action {
             Action::Zeroed => format!(
@@ -222,9 +228,6 @@ pub fn sparsify(a: &SparsifyArgs) -> Result<()> {
             format!("partition {} ({})", x.index, x.content)
         };
         println!("{name:<24} {what}");
-    }
-    for w in &r.warnings {
-        eprintln!("warning: {w}");
     }
     eprintln!(
         "{}: {} of free space examined, {} zeroed in {secs:.2} s",

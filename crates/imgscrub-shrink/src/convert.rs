@@ -1,13 +1,15 @@
 //! The parallel converter: read a [`BlockDev`] once, in guest order, and write qcow2
 //! (compressed on every core) or sparse raw.
 //!
-//! The input is processed in batches of clusters. For each batch, `allocation()` and the
-//! caller's `skip` set (byte ranges known to be free) say which bytes need reading at all;
-//! clusters with nothing to read are zero without any I/O. The remaining clusters are read,
-//! tested for zero and compressed in parallel with rayon, and the batch is written in guest
-//! order while the next one is being compressed. At most two batches are alive, so memory
-//! stays bounded (about 2 × [`BATCH_BYTES`] plus one cluster per thread) whatever the
-//! image size, and the output depends only on the input and the options.
+//! The input is cut into groups of clusters (1 MiB). One worker per core (rayon's thread
+//! count, so `RAYON_NUM_THREADS` applies) takes the next group, asks `allocation()` and the
+//! caller's `skip` set (byte ranges known to be free) which bytes need reading at all —
+//! clusters with nothing to read are zero without any I/O — reads the rest, tests each
+//! cluster for zero and compresses it. The writer (the calling thread) writes the groups in
+//! guest order as they become ready. There is no barrier between batches: a worker never
+//! waits for another, only for the writer when it is [`WINDOW_BYTES`] ahead, so memory stays
+//! bounded (about [`WINDOW_BYTES`] plus one cluster per worker) whatever the image size, and
+//! every core stays busy to the end. The output depends only on the input and the options.
 
 use crate::compress::{ClusterCompressor, Compression, is_zero};
 use crate::error::{Result, ShrinkError};
@@ -15,14 +17,18 @@ use crate::progress::Progress;
 use crate::qcow2_out::{ClusterData, Qcow2Params, Qcow2Stream};
 use crate::rangeset::RangeSet;
 use imgscrub_disk::{AllocKind, BlockDev};
-use rayon::prelude::*;
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::{Condvar, Mutex};
 
-/// Bytes of guest data per batch (rounded to whole clusters, at least 4 clusters).
-pub const BATCH_BYTES: u64 = 32 << 20;
-/// Bytes read per parallel task (rounded to whole clusters, at least one).
+/// Guest bytes in flight at most: taken by a worker, or compressed and waiting for the
+/// writer (rounded to whole groups, at least two).
+pub const WINDOW_BYTES: u64 = 64 << 20;
+/// Guest bytes per group, the unit of work of a worker (rounded to whole clusters, at least
+/// one cluster).
 const READ_GROUP: u64 = 1 << 20;
 /// Granularity of zero detection for raw output (what stays a hole).
 const RAW_ZERO_GRANULE: usize = 4096;
@@ -98,12 +104,25 @@ enum Out {
     Compressed(Vec<u8>),
 }
 
-struct Batch {
+/// One group of clusters, read, tested and compressed by a worker.
+struct Group {
     first: u64,
     clusters: Vec<Result<Out>>,
     read: u64,
     skipped: u64,
     bytes: u64,
+}
+
+/// Shared between the workers and the writer.
+struct Pipeline {
+    /// Next group a worker may take.
+    next: u64,
+    /// Groups written so far (the writer waits for group `written`).
+    written: u64,
+    /// Finished groups not yet written, by group number.
+    done: BTreeMap<u64, Group>,
+    /// Set by the writer on an error: workers stop taking groups.
+    stop: bool,
 }
 
 /// Convert `input` to `out_path` (created or truncated).
@@ -125,6 +144,8 @@ pub fn convert(
     };
     let level = opts.level.unwrap_or(compression.default_level());
     compression.check_level(level)?;
+    // Fail on a bad level before creating anything.
+    ClusterCompressor::new(compression, level)?;
     let len = input.len();
     let virtual_size = match opts.format {
         // qemu sizes images in 512-byte sectors.
@@ -151,7 +172,11 @@ pub fn convert(
         }
     };
     let clusters = len.div_ceil(cs);
-    let per_batch = (BATCH_BYTES / cs).max(4);
+    let per_group = (READ_GROUP / cs).max(1);
+    let groups = clusters.div_ceil(per_group);
+    // Groups in flight (taken by a worker, or finished and waiting for the writer).
+    let window = (WINDOW_BYTES / (per_group * cs)).max(2);
+    let workers = rayon::current_num_threads().clamp(1, 256);
     let mut report = ConvertReport {
         virtual_size,
         clusters,
@@ -163,35 +188,73 @@ pub fn convert(
         input,
         cs,
         len,
+        per_group,
+        clusters,
         skip: opts.skip,
-        compression,
-        level,
     };
-    let mut pending: Option<Batch> = None;
-    let mut next = 0u64;
-    loop {
-        let job = (next < clusters).then(|| {
-            let n = per_batch.min(clusters - next);
-            let r = (next, n);
-            next += n;
-            r
-        });
-        if job.is_none() && pending.is_none() {
-            break;
+    let shared = Mutex::new(Pipeline {
+        next: 0,
+        written: 0,
+        done: BTreeMap::new(),
+        stop: false,
+    });
+    let cond = Condvar::new();
+    let lock = || shared.lock().unwrap_or_else(|p| p.into_inner());
+    let written: Result<()> = std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                let mut comp = ClusterCompressor::new(compression, level);
+                loop {
+                    let g = {
+                        let mut st = lock();
+                        while !st.stop && st.next < groups && st.next >= st.written + window {
+                            st = cond.wait(st).unwrap_or_else(|p| p.into_inner());
+                        }
+                        if st.stop || st.next >= groups {
+                            return;
+                        }
+                        st.next += 1;
+                        st.next - 1
+                    };
+                    // A panic here would leave the writer waiting for group `g` forever:
+                    // turn it into that group's error.
+                    let out = panic::catch_unwind(AssertUnwindSafe(|| ctx.group(&mut comp, g)))
+                        .unwrap_or_else(|p| Group {
+                            first: g * per_group,
+                            clusters: vec![Err(ShrinkError::Worker(panic_message(&*p)))],
+                            read: 0,
+                            skipped: 0,
+                            bytes: 0,
+                        });
+                    lock().done.insert(g, out);
+                    cond.notify_all();
+                }
+            });
         }
-        let prev = pending.take();
-        let (written, computed) = rayon::join(
-            || match prev {
-                Some(b) => sink.write_batch(b, &mut report).map(Some),
-                None => Ok(None),
-            },
-            || job.map(|(first, n)| ctx.batch(first, n)).transpose(),
-        );
-        if let Some(done) = written? {
-            progress.advance(done);
-        }
-        pending = computed?;
-    }
+        // The writer: groups in guest order, as they become ready.
+        let result = (|| {
+            for g in 0..groups {
+                let group = {
+                    let mut st = lock();
+                    loop {
+                        if let Some(group) = st.done.remove(&g) {
+                            break group;
+                        }
+                        st = cond.wait(st).unwrap_or_else(|p| p.into_inner());
+                    }
+                };
+                let done = sink.write_group(group, &mut report)?;
+                lock().written = g + 1;
+                cond.notify_all();
+                progress.advance(done);
+            }
+            Ok(())
+        })();
+        lock().stop = true;
+        cond.notify_all();
+        result
+    });
+    written?;
     let summary = sink.finish(opts.sync)?;
     report.output_size = summary.0;
     report.bytes_written += summary.1;
@@ -199,26 +262,46 @@ pub fn convert(
     Ok(report)
 }
 
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_owned())
+}
+
 struct Ctx<'a> {
     input: &'a dyn BlockDev,
     cs: u64,
     len: u64,
+    per_group: u64,
+    clusters: u64,
     skip: Option<&'a RangeSet>,
-    compression: Compression,
-    level: i32,
 }
 
 impl Ctx<'_> {
-    /// Read, test and compress clusters `first..first+n`.
-    fn batch(&self, first: u64, n: u64) -> Result<Batch> {
+    /// Group `g`: what must be read (allocated data minus what the caller knows is free),
+    /// one positional read per contiguous data run, then zero test and compression per
+    /// cluster. Errors are returned in the group, in place of its clusters.
+    fn group(&self, comp: &mut Result<ClusterCompressor>, g: u64) -> Group {
+        let first = g * self.per_group;
+        let n = self.per_group.min(self.clusters - first);
         let start = first * self.cs;
         let end = ((first + n) * self.cs).min(self.len);
-        // What must be read: allocated data, minus what the caller knows is free.
+        let failed = |e: ShrinkError| Group {
+            first,
+            clusters: vec![Err(e)],
+            read: 0,
+            skipped: 0,
+            bytes: 0,
+        };
         let mut data = RangeSet::new();
-        for r in self.input.allocation(start, end - start)? {
-            if r.kind == AllocKind::Data {
-                data.insert(r.offset, r.len);
+        match self.input.allocation(start, end - start) {
+            Ok(ranges) => {
+                for r in ranges.into_iter().filter(|r| r.kind == AllocKind::Data) {
+                    data.insert(r.offset, r.len);
+                }
             }
+            Err(e) => return failed(e.into()),
         }
         if let Some(skip) = self.skip {
             let mut keep = RangeSet::new();
@@ -230,32 +313,18 @@ impl Ctx<'_> {
             data = keep;
         }
         let read = data.total();
-        let cs = self.cs;
-        // Clusters are handled in groups of about READ_GROUP bytes: one positional read per
-        // contiguous data run of the group, then zero test and compression per cluster.
-        let per_group = (READ_GROUP / cs).max(1);
-        let groups: Vec<(u64, u64)> = (0..n.div_ceil(per_group))
-            .map(|g| (first + g * per_group, per_group.min(n - g * per_group)))
-            .collect();
-        let per_group_out: Vec<Vec<Result<Out>>> = groups
-            .into_par_iter()
-            .map_init(
-                || ClusterCompressor::new(self.compression, self.level),
-                |comp, (g0, gn)| self.group(comp, &data, g0, gn),
-            )
-            .collect();
-        let clusters: Vec<Result<Out>> = per_group_out.into_iter().flatten().collect();
-        Ok(Batch {
+        let clusters = self.read_and_compress(comp, &data, first, n);
+        Group {
             first,
             clusters,
             read,
             skipped: (end - start) - read,
             bytes: end - start,
-        })
+        }
     }
 
     /// Read clusters `g0..g0+gn` (only the bytes in `data`), then test and compress each.
-    fn group(
+    fn read_and_compress(
         &self,
         comp: &mut Result<ClusterCompressor>,
         data: &RangeSet,
@@ -305,8 +374,8 @@ enum Sink {
 }
 
 impl Sink {
-    /// Write one batch in guest order; returns the guest bytes it covered.
-    fn write_batch(&mut self, b: Batch, report: &mut ConvertReport) -> Result<u64> {
+    /// Write one group; returns the guest bytes it covered.
+    fn write_group(&mut self, b: Group, report: &mut ConvertReport) -> Result<u64> {
         report.bytes_read += b.read;
         report.bytes_skipped += b.skipped;
         for (i, out) in b.clusters.into_iter().enumerate() {

@@ -31,6 +31,10 @@ pub enum ShrinkError {
     /// An option is out of range (cluster size, level, format/compression combination).
     #[error("invalid option: {0}")]
     InvalidOption(String),
+    /// A worker thread failed unexpectedly (a bug): the conversion stopped cleanly instead of
+    /// hanging or aborting.
+    #[error("internal error in a conversion worker: {0}")]
+    Worker(String),
     /// The output would exceed what the format can describe.
     #[error("output too large: {0}")]
     TooLarge(String),

@@ -272,3 +272,76 @@ fn empty_and_all_zero_inputs() {
         qemu_compare(&raw, "qcow2", &out);
     }
 }
+
+/// The output does not depend on how many workers ran or in which order they finished.
+#[test]
+fn output_is_the_same_for_any_number_of_workers() {
+    require_tools!("qemu-img");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.raw");
+    let len = 9 << 20;
+    make_input(&input, len, 0x5eed);
+    let dev = RawFile::open(&input).unwrap();
+    // Small clusters: many groups, many chances for workers to finish out of order.
+    let opts = ConvertOptions {
+        cluster_size: 4096,
+        ..ConvertOptions::default()
+    };
+    let mut outputs = Vec::new();
+    for threads in [1, 2, 3, 8] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let out = dir.path().join(format!("out-{threads}.qcow2"));
+        pool.install(|| convert(&dev, &out, &opts, &NoProgress))
+            .unwrap();
+        qemu_check(&out);
+        outputs.push(std::fs::read(&out).unwrap());
+    }
+    qemu_compare(&input, "qcow2", &dir.path().join("out-8.qcow2"));
+    assert!(outputs.windows(2).all(|w| w[0] == w[1]), "outputs differ");
+}
+
+/// An input that fails to read part-way (a dying disk, a truncated backing file) ends the
+/// conversion with that error, whichever worker hit it: no hang, no panic.
+#[test]
+fn a_read_error_stops_every_worker() {
+    struct Failing(imgscrub_disk::MemDev);
+    impl BlockDev for Failing {
+        fn len(&self) -> u64 {
+            self.0.len()
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> imgscrub_disk::Result<()> {
+            if offset + buf.len() as u64 > 5 << 20 {
+                return Err(imgscrub_disk::DiskError::OutOfRange {
+                    what: "test: unreadable sector",
+                    offset,
+                    len: buf.len() as u64,
+                    size: self.0.len(),
+                });
+            }
+            self.0.read_at(buf, offset)
+        }
+        fn write_at(&self, buf: &[u8], offset: u64) -> imgscrub_disk::Result<()> {
+            self.0.write_at(buf, offset)
+        }
+        fn flush(&self) -> imgscrub_disk::Result<()> {
+            Ok(())
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..64u32 << 20).map(|i| (i % 251) as u8).collect();
+    let dev = Failing(imgscrub_disk::MemDev::from_vec(data));
+    for threads in [1, 2, 4] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let out = dir.path().join("out.qcow2");
+        let err = pool
+            .install(|| convert(&dev, &out, &ConvertOptions::default(), &NoProgress))
+            .unwrap_err();
+        assert!(err.to_string().contains("unreadable sector"), "{err}");
+    }
+}
