@@ -20,8 +20,8 @@ use imgscrub_disk::{AllocKind, BlockDev};
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::panic::{self, AssertUnwindSafe};
+use std::path::Path;
 use std::sync::{Condvar, Mutex};
 
 /// Guest bytes in flight at most: taken by a worker, or compressed and waiting for the
