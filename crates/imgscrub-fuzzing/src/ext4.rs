@@ -1,47 +1,11 @@
 //! ext4 targets on whole filesystems: arbitrary bytes, a damaged template, damaged journals.
 
 use crate::templates::{ext4_clean, ext4_dirty, overlay};
+use crate::walk::walk;
 use imgscrub_disk::{BlockDev, MemDev};
-use imgscrub_ext4::fs::{Ext4Fs, OpenOptions};
-use imgscrub_ext4::{Ext4Error, FileType, NewAttr, journal};
-
-/// Read everything reachable, bounded: at most `budget` entries and 1 MiB of data each.
-pub(crate) fn walk(fs: &Ext4Fs<MemDev>, budget: usize) {
-    let mut stack = vec![fs.root()];
-    let mut seen = 0usize;
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = fs.read_dir(dir) else {
-            continue;
-        };
-        for e in entries {
-            seen += 1;
-            if seen > budget {
-                return;
-            }
-            let _ = fs.lookup(dir, &e.name);
-            let _ = fs.list_xattrs(e.ino);
-            let Ok(st) = fs.stat(e.ino) else { continue };
-            match st.file_type {
-                FileType::Directory if stack.len() < 64 => stack.push(e.ino),
-                FileType::Regular => {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    let mut off = 0u64;
-                    while off < st.size.min(1 << 20) {
-                        match fs.read(e.ino, off, &mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => off += n as u64,
-                        }
-                    }
-                }
-                FileType::Symlink => {
-                    let _ = fs.readlink(e.ino);
-                }
-                _ => {}
-            }
-        }
-    }
-    let _ = fs.free_ranges();
-}
+use imgscrub_ext4::fs::Ext4Fs;
+use imgscrub_ext4::{Ext4Error, NewAttr, journal};
+use imgscrub_fs::Ext4;
 
 /// A few edits on a writable filesystem; errors are fine, panics are not.
 fn edit(fs: &mut Ext4Fs<MemDev>) {
@@ -69,9 +33,8 @@ pub fn ext4_open(data: &[u8]) {
     if bytes.len() < 64 << 10 {
         bytes.resize(64 << 10, 0);
     }
-    let dev = MemDev::from_vec(bytes).read_only();
-    if let Ok(fs) = Ext4Fs::open(dev, OpenOptions { writable: false }) {
-        walk(&fs, 200);
+    if let Ok(fs) = Ext4::open(MemDev::from_vec(bytes).read_only(), false) {
+        walk(&fs, 200, 1 << 20);
     }
 }
 
@@ -82,15 +45,12 @@ pub fn ext4_image(data: &[u8]) {
         return;
     };
     let img = overlay(ext4_clean(), mode, records, 1 << 20);
-    if let Ok(fs) = Ext4Fs::open(
-        MemDev::from_vec(img.clone()),
-        OpenOptions { writable: false },
-    ) {
-        walk(&fs, 500);
+    if let Ok(fs) = Ext4::open(MemDev::from_vec(img.clone()), false) {
+        walk(&fs, 500, 1 << 20);
     }
-    if let Ok(mut fs) = Ext4Fs::open(MemDev::from_vec(img), OpenOptions { writable: true }) {
-        edit(&mut fs);
-        walk(&fs, 500);
+    if let Ok(mut fs) = Ext4::open(MemDev::from_vec(img), true) {
+        edit(fs.engine_mut());
+        walk(&fs, 500, 1 << 20);
     }
 }
 
@@ -120,8 +80,8 @@ fn synthetic(journal: &[u8]) -> (MemDev, u64) {
 pub fn ext4_journal(data: &[u8]) {
     if let Some((&mode, records)) = data.split_first() {
         let img = overlay(ext4_dirty(), mode, records, 1 << 20);
-        if let Ok(fs) = Ext4Fs::open(MemDev::from_vec(img), OpenOptions { writable: true }) {
-            walk(&fs, 200);
+        if let Ok(fs) = Ext4::open(MemDev::from_vec(img), true) {
+            walk(&fs, 200, 1 << 20);
         }
     }
     let (dev, jblocks) = synthetic(data);

@@ -2,45 +2,12 @@
 //! [`FatFs`] behind the `Filesystem` trait (reads, then ESP-style edits).
 
 use crate::templates::{fat12, fat16, overlay};
+use crate::walk::walk;
 use imgscrub_disk::MemDev;
 use imgscrub_fs::Filesystem;
 use imgscrub_fs::fat::{FatFs, FatGeometry};
-use imgscrub_fs::filesystem::{FileType, NewAttr};
+use imgscrub_fs::filesystem::NewAttr;
 use std::sync::Arc;
-
-/// Everything reachable, bounded: at most `budget` entries and 256 KiB of data each.
-fn walk(fs: &dyn Filesystem, budget: usize) {
-    let mut stack = vec![fs.root()];
-    let mut seen = 0usize;
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = fs.read_dir(dir) else {
-            continue;
-        };
-        for e in entries {
-            seen += 1;
-            if seen > budget {
-                return;
-            }
-            let _ = fs.lookup(dir, &e.name);
-            let Ok(meta) = fs.stat(e.node) else { continue };
-            match meta.file_type {
-                FileType::Directory if stack.len() < 32 => stack.push(e.node),
-                FileType::Regular => {
-                    let mut buf = vec![0u8; 16 * 1024];
-                    let mut off = 0u64;
-                    while off < meta.size.min(256 << 10) {
-                        match fs.read(e.node, off, &mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => off += n as u64,
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    let _ = fs.free_ranges();
-}
 
 /// What the ESP edits of a prepare do: replace a small file, create, write, truncate,
 /// mkdir, rename, unlink, remove a tree, flush.
@@ -72,9 +39,9 @@ fn exercise(img: Vec<u8>) {
         let _ = g.free_ranges(&*dev);
     }
     if let Ok(mut fs) = FatFs::open(Arc::clone(&dev)) {
-        walk(&fs, 300);
+        walk(&fs, 300, 256 << 10);
         edit(&mut fs);
-        walk(&fs, 300);
+        walk(&fs, 300, 256 << 10);
     }
 }
 

@@ -19,6 +19,7 @@ mod ext4;
 mod fat;
 mod structures;
 mod templates;
+mod walk;
 
 pub use ext4::{ext4_image, ext4_journal, ext4_open};
 pub use fat::{fat_image, fat_open};
