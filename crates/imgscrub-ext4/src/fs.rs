@@ -516,14 +516,13 @@ impl<D: BlockDev> Ext4Fs<D> {
             if dev.is_read_only() {
                 return Err(Ext4Error::ReadOnly("the device is read-only".into()));
             }
-            crate::orphan::refuse_if_pending(sb.raw())?;
         }
         let cache = Mutex::new(BlockCache::default());
         let groups = {
             let mut rd = |b: u64| read_cached(&dev, &cache, &sb, b);
             Groups::load(&sb, &mut rd)?
         };
-        let fs = Ext4Fs {
+        let mut fs = Ext4Fs {
             dev,
             sb,
             groups,
@@ -539,7 +538,148 @@ impl<D: BlockDev> Ext4Fs<D> {
                 "the root inode is not a directory",
             ));
         }
+        if opts.writable {
+            fs.process_orphans()?;
+        }
         Ok(fs)
+    }
+
+    /// Finish what an unclean shutdown left in the orphan list (`s_last_orphan`, chained
+    /// through `i_dtime`) and the orphan file, as the kernel does at mount and e2fsck in
+    /// `release_orphan_inodes`: an orphan with no links left is freed with everything it
+    /// owns; one that still has links was being truncated, and loses its blocks past
+    /// `i_size`. Then the list head is cleared, the orphan-file blocks are emptied and
+    /// `orphan_present` is cleared. Everything stays in the block cache until `flush`, so a
+    /// damaged list (an inode number out of range, a loop, an inode that is not in use, a bad
+    /// orphan-file block) fails the open without writing anything: that is e2fsck's job.
+    fn process_orphans(&mut self) -> Result<()> {
+        let head = self.sb.last_orphan();
+        let present = self.sb.has_ro_compat(ro_compat::ORPHAN_PRESENT);
+        if head == 0 && !present {
+            return Ok(());
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut ino = head;
+        while ino != 0 {
+            self.check_orphan(ino, "the orphan list (s_last_orphan)", &mut seen)?;
+            ino = self.release_orphan(ino)?;
+        }
+        self.sb.set_last_orphan(0);
+        self.dirty = true;
+        if present {
+            if !self.sb.has_compat(compat::ORPHAN_FILE) {
+                return Err(Ext4Error::corrupt(
+                    "superblock",
+                    "orphan_present is set but there is no orphan file",
+                ));
+            }
+            self.process_orphan_file(&mut seen)?;
+            let ro = self.sb.feature_ro_compat & !ro_compat::ORPHAN_PRESENT;
+            self.sb.set_feature_ro_compat(ro);
+        }
+        Ok(())
+    }
+
+    /// An orphan must be an ordinary inode number, appear once, and be marked in use.
+    fn check_orphan(
+        &mut self,
+        ino: u32,
+        whence: &str,
+        seen: &mut std::collections::HashSet<u32>,
+    ) -> Result<()> {
+        let what = || format!("{whence}: inode {ino}");
+        if ino < self.sb.first_ino || ino > self.sb.inodes_count {
+            return Err(Ext4Error::corrupt(what(), "not an ordinary inode number"));
+        }
+        if !seen.insert(ino) {
+            return Err(Ext4Error::corrupt(what(), "listed twice (a loop)"));
+        }
+        let in_use = {
+            let sb = &self.sb;
+            let mut rd = |b: u64| read_cached(&self.dev, &self.cache, sb, b);
+            self.groups.inode_in_use(sb, ino, &mut rd)?
+        };
+        if !in_use {
+            return Err(Ext4Error::corrupt(
+                what(),
+                "not marked in use in the inode bitmap",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Free or truncate one orphan; returns its `i_dtime`, the next inode of the orphan list.
+    fn release_orphan(&mut self, ino: u32) -> Result<u32> {
+        let mut inode = self.read_inode(ino)?;
+        let next = inode.dtime();
+        if inode.links_count() == 0 {
+            let is_dir = inode.is_dir();
+            self.free_inode(ino, inode, is_dir)?;
+            return Ok(next);
+        }
+        match inode.file_type() {
+            Some(FileType::Regular) => {}
+            _ => {
+                return Err(Ext4Error::corrupt(
+                    format!("orphan inode {ino}"),
+                    "still linked but not a regular file (nothing to truncate)",
+                ));
+            }
+        }
+        if !inode.has_flag(iflags::INLINE_DATA) {
+            let keep = inode.size().div_ceil(u64::from(self.sb.block_size));
+            self.with_map_rw(ino, &mut inode, |ctx, fm| {
+                mapping::punch(ctx, fm, keep, u64::MAX)
+            })?;
+        }
+        inode.set_dtime(0);
+        self.write_inode(ino, &mut inode)?;
+        Ok(next)
+    }
+
+    /// Release every inode recorded in the orphan file, then empty its blocks.
+    fn process_orphan_file(&mut self, seen: &mut std::collections::HashSet<u32>) -> Result<()> {
+        let inum = self.sb.orphan_file_inum();
+        if inum == 0 || inum > self.sb.inodes_count {
+            return Err(Ext4Error::corrupt(
+                "superblock",
+                format!("orphan file inode {inum} out of range"),
+            ));
+        }
+        let inode = self.read_inode(inum)?;
+        let bs = u64::from(self.sb.block_size);
+        if !inode.size().is_multiple_of(bs) {
+            return Err(Ext4Error::corrupt(
+                format!("orphan file (inode {inum})"),
+                "size is not a whole number of blocks",
+            ));
+        }
+        let extents = self.with_map_ro(inum, &inode, |ctx, fm| mapping::extents(ctx, fm))?;
+        let seed = self.inode_csum_seed(inum, &inode);
+        for lblk in 0..inode.size() / bs {
+            let pblk = extents
+                .iter()
+                .find(|e| e.lblk <= lblk && lblk < e.lblk.saturating_add(e.len) && !e.uninit)
+                .map(|e| e.pblk + (lblk - e.lblk))
+                .ok_or_else(|| {
+                    Ext4Error::corrupt(
+                        format!("orphan file (inode {inum})"),
+                        format!("block {lblk} is a hole"),
+                    )
+                })?;
+            let mut block = self.read_block(pblk)?;
+            let entries = crate::orphan::orphan_file_block_entries(&block, pblk, seed)?;
+            if entries.is_empty() {
+                continue;
+            }
+            for ino in entries {
+                self.check_orphan(ino, "the orphan file", seen)?;
+                self.release_orphan(ino)?;
+            }
+            crate::orphan::clear_block(&mut block, pblk, seed);
+            self.cache_write(pblk, &block)?;
+        }
+        Ok(())
     }
 
     /// The superblock.

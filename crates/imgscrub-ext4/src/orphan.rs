@@ -4,9 +4,9 @@
 //!
 //! An orphan is an inode that was unlinked while open, or truncated, when the system stopped:
 //! the kernel (or e2fsck) must finish the job (free it, or truncate it to `i_size`) before the
-//! bitmaps and counters are consistent. imgscrub does not process orphans (yet): a writable
-//! open refuses a filesystem with pending orphans ([`refuse_if_pending`], an
-//! [`Ext4Error::ReadOnly`] naming the reason); reading is safe and allowed.
+//! bitmaps and counters are consistent. A writable `Ext4Fs::open` does that job, as e2fsck's
+//! `release_orphan_inodes` does (`fs.rs`, `process_orphans`); a read-only open leaves them
+//! (reading is safe). [`refuse_if_pending`] remains for callers that must not process them.
 
 use crate::csum::crc32c_raw;
 use crate::{Ext4Error, Result};
@@ -79,17 +79,46 @@ pub fn refuse_if_pending(sb_raw: &[u8]) -> Result<()> {
     }
 }
 
+/// The checksum of an orphan-file block: `crc32c(seed, le64 blocknr ++ entries)`, where
+/// `blocknr` is the block's number on disk (as the kernel's `b_blocknr`).
+fn block_csum(seed: u32, blocknr: u64, entries: &[u8]) -> u32 {
+    crc32c_raw(crc32c_raw(seed, &blocknr.to_le_bytes()), entries)
+}
+
+/// Set the tail of an orphan-file block: the magic and, with `inode_csum_seed`
+/// (metadata_csum), the checksum of its entries as they are.
+pub fn finish_block(block: &mut [u8], blocknr: u64, inode_csum_seed: Option<u32>) {
+    let Some(entries_len) = block.len().checked_sub(ORPHAN_TAIL) else {
+        return;
+    };
+    let (entries, tail) = block.split_at_mut(entries_len);
+    tail[..4].copy_from_slice(&ORPHAN_BLOCK_MAGIC.to_le_bytes());
+    let c = inode_csum_seed.map_or(0, |seed| block_csum(seed, blocknr, entries));
+    tail[4..8].copy_from_slice(&c.to_le_bytes());
+}
+
+/// Empty an orphan-file block in place: every entry zero, then [`finish_block`] — what
+/// e2fsck writes after processing it.
+pub fn clear_block(block: &mut [u8], blocknr: u64, inode_csum_seed: Option<u32>) {
+    let entries_len = block.len().saturating_sub(ORPHAN_TAIL);
+    if let Some(entries) = block.get_mut(..entries_len) {
+        entries.fill(0);
+    }
+    finish_block(block, blocknr, inode_csum_seed);
+}
+
 /// The inode numbers recorded in one orphan-file block (non-zero entries).
 ///
 /// Checks the tail magic and, when `inode_csum_seed` is given (metadata_csum: the orphan
 /// file's per-inode seed `crc32c(crc32c(fs_seed, le32 ino), le32 generation)`), the block
-/// checksum `crc32c(seed, le64 lblk ++ entries)`.
+/// checksum `crc32c(seed, le64 blocknr ++ entries)` with `blocknr` the block's number on
+/// disk.
 pub fn orphan_file_block_entries(
     block: &[u8],
-    lblk: u64,
+    blocknr: u64,
     inode_csum_seed: Option<u32>,
 ) -> Result<Vec<u32>> {
-    let what = || format!("orphan file block {lblk}");
+    let what = || format!("orphan file block {blocknr}");
     let Some(entries_len) = block.len().checked_sub(ORPHAN_TAIL) else {
         return Err(Ext4Error::corrupt(what(), "block too small"));
     };
@@ -103,8 +132,7 @@ pub fn orphan_file_block_entries(
     }
     if let Some(seed) = inode_csum_seed {
         let stored = le32(tail, 4);
-        let c = crc32c_raw(seed, &lblk.to_le_bytes());
-        let computed = crc32c_raw(c, entries);
+        let computed = block_csum(seed, blocknr, entries);
         if stored != computed {
             return Err(Ext4Error::Checksum {
                 structure: what(),
@@ -157,6 +185,12 @@ mod tests {
             Err(Ext4Error::Checksum { .. })
         ));
         assert_eq!(orphan_file_block_entries(&b, 4, None).unwrap(), vec![77]);
+        clear_block(&mut b, 3, Some(5));
+        assert!(
+            orphan_file_block_entries(&b, 3, Some(5))
+                .unwrap()
+                .is_empty()
+        );
         b[1016] ^= 1;
         assert!(orphan_file_block_entries(&b, 3, None).is_err());
         assert!(orphan_file_block_entries(&b[..4], 3, None).is_err());

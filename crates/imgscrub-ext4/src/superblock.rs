@@ -129,7 +129,9 @@ const RO_COMPAT_WRITABLE: u32 = ro_compat::SPARSE_SUPER
     | ro_compat::GDT_CSUM
     | ro_compat::DIR_NLINK
     | ro_compat::EXTRA_ISIZE
-    | ro_compat::METADATA_CSUM;
+    | ro_compat::METADATA_CSUM
+    // Processed (and cleared) by the writable open, as e2fsck does: `fs::process_orphans`.
+    | ro_compat::ORPHAN_PRESENT;
 
 const RO_COMPAT_NAMES: &[(u32, &str)] = &[
     (ro_compat::SPARSE_SUPER, "sparse_super"),
@@ -389,7 +391,6 @@ impl Superblock {
             let why = match bit {
                 ro_compat::BIGALLOC => " (cluster allocation is not implemented)",
                 ro_compat::QUOTA | ro_compat::PROJECT => " (quota files would go stale)",
-                ro_compat::ORPHAN_PRESENT => " (orphan inodes must be processed by e2fsck first)",
                 _ => "",
             };
             return Some(format!("read-only-compatible feature `{name}`{why}"));
@@ -703,7 +704,14 @@ impl Superblock {
         put_u32(&mut self.raw[..], 0x60, v);
     }
 
-    /// Set `s_last_orphan` (the journal owner clears it after processing orphans).
+    /// Set the read-only-compatible feature word (e.g. clear orphan_present after the orphan
+    /// file was processed).
+    pub fn set_feature_ro_compat(&mut self, v: u32) {
+        self.feature_ro_compat = v;
+        put_u32(&mut self.raw[..], 0x64, v);
+    }
+
+    /// Set `s_last_orphan` (cleared after processing orphans).
     pub fn set_last_orphan(&mut self, ino: u32) {
         put_u32(&mut self.raw[..], 0xE8, ino);
     }
