@@ -98,16 +98,20 @@ pub struct ConvertReport {
     pub clusters_raw: u64,
 }
 
+/// One cluster of a group; the bytes are `Group::data[range]`.
 enum Out {
     Zero,
-    Raw(Vec<u8>),
-    Compressed(Vec<u8>),
+    Raw(std::ops::Range<usize>),
+    Compressed(std::ops::Range<usize>),
 }
 
 /// One group of clusters, read, tested and compressed by a worker.
 struct Group {
     first: u64,
     clusters: Vec<Result<Out>>,
+    /// The stored bytes of every non-zero cluster, one after the other. The buffer goes back
+    /// to [`Pipeline::pool`] once written, so that steady state allocates nothing.
+    data: Vec<u8>,
     read: u64,
     skipped: u64,
     bytes: u64,
@@ -123,6 +127,8 @@ struct Pipeline {
     done: BTreeMap<u64, Group>,
     /// Set by the writer on an error: workers stop taking groups.
     stop: bool,
+    /// Written groups' data buffers, for reuse.
+    pool: Vec<Vec<u8>>,
 }
 
 /// Convert `input` to `out_path` (created or truncated).
@@ -197,13 +203,18 @@ pub fn convert(
         written: 0,
         done: BTreeMap::new(),
         stop: false,
+        pool: Vec::new(),
     });
     let cond = Condvar::new();
     let lock = || shared.lock().unwrap_or_else(|p| p.into_inner());
     let written: Result<()> = std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
-                let mut comp = ClusterCompressor::new(compression, level);
+                let mut w = Worker {
+                    comp: ClusterCompressor::new(compression, level),
+                    buf: Vec::new(),
+                    data: Vec::new(),
+                };
                 loop {
                     let g = {
                         let mut st = lock();
@@ -213,15 +224,17 @@ pub fn convert(
                         if st.stop || st.next >= groups {
                             return;
                         }
+                        w.data = st.pool.pop().unwrap_or_default();
                         st.next += 1;
                         st.next - 1
                     };
                     // A panic here would leave the writer waiting for group `g` forever:
                     // turn it into that group's error.
-                    let out = panic::catch_unwind(AssertUnwindSafe(|| ctx.group(&mut comp, g)))
+                    let out = panic::catch_unwind(AssertUnwindSafe(|| ctx.group(&mut w, g)))
                         .unwrap_or_else(|p| Group {
                             first: g * per_group,
                             clusters: vec![Err(ShrinkError::Worker(panic_message(&*p)))],
+                            data: Vec::new(),
                             read: 0,
                             skipped: 0,
                             bytes: 0,
@@ -243,8 +256,12 @@ pub fn convert(
                         st = cond.wait(st).unwrap_or_else(|p| p.into_inner());
                     }
                 };
-                let done = sink.write_group(group, &mut report)?;
-                lock().written = g + 1;
+                let (done, mut data) = sink.write_group(group, &mut report)?;
+                data.clear();
+                let mut st = lock();
+                st.written = g + 1;
+                st.pool.push(data);
+                drop(st);
                 cond.notify_all();
                 progress.advance(done);
             }
@@ -269,6 +286,15 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "panic".to_owned())
 }
 
+/// What a worker keeps from group to group.
+struct Worker {
+    comp: Result<ClusterCompressor>,
+    /// The group's input bytes.
+    buf: Vec<u8>,
+    /// The output buffer for the group being worked on (taken from the pool).
+    data: Vec<u8>,
+}
+
 struct Ctx<'a> {
     input: &'a dyn BlockDev,
     cs: u64,
@@ -282,7 +308,7 @@ impl Ctx<'_> {
     /// Group `g`: what must be read (allocated data minus what the caller knows is free),
     /// one positional read per contiguous data run, then zero test and compression per
     /// cluster. Errors are returned in the group, in place of its clusters.
-    fn group(&self, comp: &mut Result<ClusterCompressor>, g: u64) -> Group {
+    fn group(&self, w: &mut Worker, g: u64) -> Group {
         let first = g * self.per_group;
         let n = self.per_group.min(self.clusters - first);
         let start = first * self.cs;
@@ -290,6 +316,7 @@ impl Ctx<'_> {
         let failed = |e: ShrinkError| Group {
             first,
             clusters: vec![Err(e)],
+            data: Vec::new(),
             read: 0,
             skipped: 0,
             bytes: 0,
@@ -313,10 +340,11 @@ impl Ctx<'_> {
             data = keep;
         }
         let read = data.total();
-        let clusters = self.read_and_compress(comp, &data, first, n);
+        let clusters = self.read_and_compress(w, &data, first, n);
         Group {
             first,
             clusters,
+            data: std::mem::take(&mut w.data),
             read,
             skipped: (end - start) - read,
             bytes: end - start,
@@ -326,7 +354,7 @@ impl Ctx<'_> {
     /// Read clusters `g0..g0+gn` (only the bytes in `data`), then test and compress each.
     fn read_and_compress(
         &self,
-        comp: &mut Result<ClusterCompressor>,
+        w: &mut Worker,
         data: &RangeSet,
         g0: u64,
         gn: u64,
@@ -338,8 +366,11 @@ impl Ctx<'_> {
         if ranges.is_empty() {
             return (0..gn).map(|_| Ok(Out::Zero)).collect();
         }
-        // Whole clusters: the tail cluster is zero-padded.
-        let mut buf = vec![0u8; (gn * cs) as usize];
+        // Whole clusters: the tail cluster is zero-padded. The buffer is the worker's, reused
+        // from group to group (a fresh 1 MiB allocation is an mmap and 256 page faults).
+        let Worker { comp, buf, data } = w;
+        buf.clear();
+        buf.resize((gn * cs) as usize, 0);
         for (s, e) in ranges {
             let at = (s - off) as usize;
             let Some(dst) = buf.get_mut(at..at + (e - s) as usize) else {
@@ -359,9 +390,16 @@ impl Ctx<'_> {
                     codec: "init",
                     detail: e.to_string(),
                 })?;
+                let at = data.len();
                 Ok(match comp.compress(cluster)? {
-                    Some(z) => Out::Compressed(z.to_vec()),
-                    None => Out::Raw(cluster.to_vec()),
+                    Some(z) => {
+                        data.extend_from_slice(z);
+                        Out::Compressed(at..data.len())
+                    }
+                    None => {
+                        data.extend_from_slice(cluster);
+                        Out::Raw(at..data.len())
+                    }
                 })
             })
             .collect()
@@ -375,11 +413,21 @@ enum Sink {
 
 impl Sink {
     /// Write one group; returns the guest bytes it covered.
-    fn write_group(&mut self, b: Group, report: &mut ConvertReport) -> Result<u64> {
-        report.bytes_read += b.read;
-        report.bytes_skipped += b.skipped;
-        for (i, out) in b.clusters.into_iter().enumerate() {
-            let index = b.first + i as u64;
+    /// Write one group; returns the guest bytes it covered and the group's data buffer.
+    fn write_group(&mut self, b: Group, report: &mut ConvertReport) -> Result<(u64, Vec<u8>)> {
+        let Group {
+            first,
+            clusters,
+            data,
+            read,
+            skipped,
+            bytes: covered,
+        } = b;
+        report.bytes_read += read;
+        report.bytes_skipped += skipped;
+        let bytes = |r: &std::ops::Range<usize>| data.get(r.clone()).unwrap_or_default();
+        for (i, out) in clusters.into_iter().enumerate() {
+            let index = first + i as u64;
             let out = out?;
             match &out {
                 Out::Zero => report.clusters_zero += 1,
@@ -388,21 +436,21 @@ impl Sink {
             }
             match self {
                 Sink::Qcow2(q) => {
-                    let data = match &out {
+                    let cluster = match &out {
                         Out::Zero => ClusterData::Zero,
-                        Out::Raw(v) => ClusterData::Raw(v),
-                        Out::Compressed(v) => ClusterData::Compressed(v),
+                        Out::Raw(r) => ClusterData::Raw(bytes(r)),
+                        Out::Compressed(r) => ClusterData::Compressed(bytes(r)),
                     };
-                    q.push(index, data)?;
+                    q.push(index, cluster)?;
                 }
                 Sink::Raw(r) => {
                     if let Out::Raw(v) | Out::Compressed(v) = &out {
-                        report.bytes_written += r.write_cluster(index, v)?;
+                        report.bytes_written += r.write_cluster(index, bytes(v))?;
                     }
                 }
             }
         }
-        Ok(b.bytes)
+        Ok((covered, data))
     }
 
     /// Returns the output file size and, for qcow2, the bytes of the whole file.
