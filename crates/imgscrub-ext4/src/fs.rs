@@ -230,17 +230,57 @@ fn copy_block(src: &[u8], dst: &mut [u8]) -> Result<()> {
 
 // ---- DirBlocks implementations ------------------------------------------------------------
 
-struct RwDir<'a, D: BlockDev> {
-    fs: &'a mut Ext4Fs<D>,
+/// A filesystem handle a directory works through: shared (reads only) or exclusive.
+trait FsHandle {
+    type Dev: BlockDev;
+    fn fs(&self) -> &Ext4Fs<Self::Dev>;
+    /// `None` for a shared handle: every write is then an internal error.
+    fn fs_mut(&mut self) -> Option<&mut Ext4Fs<Self::Dev>>;
+}
+
+impl<D: BlockDev> FsHandle for &Ext4Fs<D> {
+    type Dev = D;
+    fn fs(&self) -> &Ext4Fs<D> {
+        self
+    }
+    fn fs_mut(&mut self) -> Option<&mut Ext4Fs<D>> {
+        None
+    }
+}
+
+impl<D: BlockDev> FsHandle for &mut Ext4Fs<D> {
+    type Dev = D;
+    fn fs(&self) -> &Ext4Fs<D> {
+        self
+    }
+    fn fs_mut(&mut self) -> Option<&mut Ext4Fs<D>> {
+        Some(self)
+    }
+}
+
+/// One block-based directory, as the `dir`/`htree` code sees it.
+struct FsDir<F: FsHandle> {
+    fs: F,
     ino: u32,
     inode: Inode,
     inode_dirty: bool,
 }
 
+/// Read access (the `dir` code never writes through it).
+type RoDir<'a, D> = FsDir<&'a Ext4Fs<D>>;
+/// Write access; [`FsDir::finish`] writes the inode back.
+type RwDir<'a, D> = FsDir<&'a mut Ext4Fs<D>>;
+
+impl<F: FsHandle> FsDir<F> {
+    fn writable(&mut self) -> Result<&mut Ext4Fs<F::Dev>> {
+        self.fs.fs_mut().ok_or_else(ro_violation)
+    }
+}
+
 impl<D: BlockDev> RwDir<'_, D> {
     /// Write the directory inode back if a call changed it.
     fn finish(self) -> Result<Inode> {
-        let RwDir {
+        let FsDir {
             fs,
             ino,
             mut inode,
@@ -253,42 +293,39 @@ impl<D: BlockDev> RwDir<'_, D> {
     }
 }
 
-fn hash_params(sb: &Superblock) -> HashParams {
-    HashParams {
-        default_version: sb.def_hash_version(),
-        seed: sb.hash_seed(),
-        unsigned: sb.unsigned_hash(),
-    }
-}
-
-fn dir_num_blocks(sb: &Superblock, inode: &Inode) -> u32 {
-    u32::try_from(inode.size() / u64::from(sb.block_size)).unwrap_or(u32::MAX)
-}
-
-impl<D: BlockDev> DirBlocks for RwDir<'_, D> {
+impl<F: FsHandle> DirBlocks for FsDir<F> {
     fn ino(&self) -> u32 {
         self.ino
     }
     fn block_size(&self) -> u32 {
-        self.fs.sb.block_size
+        self.fs.fs().sb.block_size
     }
     fn num_blocks(&self) -> u32 {
-        dir_num_blocks(&self.fs.sb, &self.inode)
+        u32::try_from(self.inode.size() / u64::from(self.block_size())).unwrap_or(u32::MAX)
     }
     fn read(&mut self, lblk: u32) -> Result<Vec<u8>> {
-        let p = self.fs.dir_pblk(self.ino, &self.inode, lblk)?;
-        self.fs.read_block(p)
+        let fs = self.fs.fs();
+        let p = fs.dir_pblk(self.ino, &self.inode, lblk)?;
+        fs.read_block(p)
     }
     fn write(&mut self, lblk: u32, data: &[u8]) -> Result<()> {
-        let p = self.fs.dir_pblk(self.ino, &self.inode, lblk)?;
-        self.fs.cache_write(p, data)
+        let p = self.fs.fs().dir_pblk(self.ino, &self.inode, lblk)?;
+        self.writable()?.cache_write(p, data)
     }
     fn append_block(&mut self) -> Result<u32> {
         let lblk = self.num_blocks();
-        let goal = self.fs.goal_for(self.ino);
         let ino = self.ino;
-        self.inode_dirty = true;
-        let runs = self.fs.with_map_rw(ino, &mut self.inode, |ctx, fm| {
+        let bs = self.block_size();
+        let FsDir {
+            fs,
+            inode,
+            inode_dirty,
+            ..
+        } = self;
+        let fs = fs.fs_mut().ok_or_else(ro_violation)?;
+        let goal = fs.goal_for(ino);
+        *inode_dirty = true;
+        let runs = fs.with_map_rw(ino, inode, |ctx, fm| {
             mapping::allocate(ctx, fm, u64::from(lblk), 1, goal, AllocMode::Write)
         })?;
         let p = runs
@@ -297,34 +334,37 @@ impl<D: BlockDev> DirBlocks for RwDir<'_, D> {
             .map(|r| r.pblk + (u64::from(lblk) - r.lblk));
         let p = match p {
             Some(p) => p,
-            None => self.fs.dir_pblk(ino, &self.inode, lblk)?,
+            None => fs.dir_pblk(ino, inode, lblk)?,
         };
-        let zero = vec![0u8; self.fs.sb.block_size as usize];
-        self.fs.cache_write(p, &zero)?;
-        let bs = u64::from(self.fs.sb.block_size);
-        self.inode
-            .set_size((u64::from(lblk) + 1).saturating_mul(bs));
+        fs.cache_write(p, &vec![0u8; bs as usize])?;
+        inode.set_size((u64::from(lblk) + 1).saturating_mul(u64::from(bs)));
         Ok(lblk)
     }
     fn csum_seed(&self) -> Option<u32> {
-        self.fs.inode_csum_seed(self.ino, &self.inode)
+        self.fs.fs().inode_csum_seed(self.ino, &self.inode)
     }
     fn hash(&self) -> HashParams {
-        hash_params(&self.fs.sb)
+        let sb = &self.fs.fs().sb;
+        HashParams {
+            default_version: sb.def_hash_version(),
+            seed: sb.hash_seed(),
+            unsigned: sb.unsigned_hash(),
+        }
     }
     fn has_filetype(&self) -> bool {
-        self.fs.sb.has_incompat(incompat::FILETYPE)
+        self.fs.fs().sb.has_incompat(incompat::FILETYPE)
     }
     fn dir_index(&self) -> bool {
-        self.fs.sb.has_compat(compat::DIR_INDEX)
+        self.fs.fs().sb.has_compat(compat::DIR_INDEX)
     }
     fn large_dir(&self) -> bool {
-        self.fs.sb.has_incompat(incompat::LARGEDIR)
+        self.fs.fs().sb.has_incompat(incompat::LARGEDIR)
     }
     fn is_indexed(&self) -> bool {
         self.inode.has_flag(iflags::INDEX)
     }
     fn set_indexed(&mut self, on: bool) -> Result<()> {
+        self.writable()?;
         let f = self.inode.flags();
         self.inode.set_flags(if on {
             f | iflags::INDEX
@@ -335,59 +375,7 @@ impl<D: BlockDev> DirBlocks for RwDir<'_, D> {
         Ok(())
     }
     fn inodes_count(&self) -> u32 {
-        self.fs.sb.inodes_count
-    }
-}
-
-struct RoDir<'a, D: BlockDev> {
-    fs: &'a Ext4Fs<D>,
-    ino: u32,
-    inode: Inode,
-}
-
-impl<D: BlockDev> DirBlocks for RoDir<'_, D> {
-    fn ino(&self) -> u32 {
-        self.ino
-    }
-    fn block_size(&self) -> u32 {
-        self.fs.sb.block_size
-    }
-    fn num_blocks(&self) -> u32 {
-        dir_num_blocks(&self.fs.sb, &self.inode)
-    }
-    fn read(&mut self, lblk: u32) -> Result<Vec<u8>> {
-        let p = self.fs.dir_pblk(self.ino, &self.inode, lblk)?;
-        self.fs.read_block(p)
-    }
-    fn write(&mut self, _: u32, _: &[u8]) -> Result<()> {
-        Err(ro_violation())
-    }
-    fn append_block(&mut self) -> Result<u32> {
-        Err(ro_violation())
-    }
-    fn csum_seed(&self) -> Option<u32> {
-        self.fs.inode_csum_seed(self.ino, &self.inode)
-    }
-    fn hash(&self) -> HashParams {
-        hash_params(&self.fs.sb)
-    }
-    fn has_filetype(&self) -> bool {
-        self.fs.sb.has_incompat(incompat::FILETYPE)
-    }
-    fn dir_index(&self) -> bool {
-        self.fs.sb.has_compat(compat::DIR_INDEX)
-    }
-    fn large_dir(&self) -> bool {
-        self.fs.sb.has_incompat(incompat::LARGEDIR)
-    }
-    fn is_indexed(&self) -> bool {
-        self.inode.has_flag(iflags::INDEX)
-    }
-    fn set_indexed(&mut self, _: bool) -> Result<()> {
-        Err(ro_violation())
-    }
-    fn inodes_count(&self) -> u32 {
-        self.fs.sb.inodes_count
+        self.fs.fs().sb.inodes_count
     }
 }
 
@@ -1048,10 +1036,11 @@ impl<D: BlockDev> Ext4Fs<D> {
                 data,
             });
         }
-        Ok(DirView::Blocks(RoDir {
+        Ok(DirView::Blocks(FsDir {
             fs: self,
             ino,
             inode,
+            inode_dirty: false,
         }))
     }
 
@@ -1068,7 +1057,7 @@ impl<D: BlockDev> Ext4Fs<D> {
             self.convert_inline_dir(ino, inode)?;
             inode = self.read_inode(ino)?;
         }
-        Ok(RwDir {
+        Ok(FsDir {
             fs: self,
             ino,
             inode,
@@ -1088,7 +1077,7 @@ impl<D: BlockDev> Ext4Fs<D> {
         self.init_mapped(&mut inode);
         inode.set_size(0);
         self.store_xattrs(ino, &mut inode, &attrs)?;
-        let mut d = RwDir {
+        let mut d = FsDir {
             fs: self,
             ino,
             inode,
@@ -1499,7 +1488,7 @@ impl<D: BlockDev> Ext4Fs<D> {
         let ino = self.create_common(dir, name, FileType::Directory, attr, |fs, ino, inode| {
             fs.init_mapped(inode);
             inode.set_links_count(2);
-            let mut d = RwDir {
+            let mut d = FsDir {
                 fs,
                 ino,
                 inode: inode.clone(),
