@@ -19,6 +19,18 @@ fn field<'a>(b: &'a [u8], off: usize, len: usize, what: &str) -> Result<&'a [u8]
         })
 }
 
+fn field_mut<'a>(b: &'a mut [u8], off: usize, len: usize, what: &str) -> Result<&'a mut [u8]> {
+    let size = b.len();
+    off.checked_add(len)
+        .and_then(|end| b.get_mut(off..end))
+        .ok_or_else(|| {
+            Ext4Error::corrupt(
+                what,
+                format!("field at byte {off} (+{len}) lies outside the {size}-byte block"),
+            )
+        })
+}
+
 /// Big-endian u16 at `off`.
 pub(crate) fn be16(b: &[u8], off: usize, what: &str) -> Result<u16> {
     let f = field(b, off, 2, what)?;
@@ -40,17 +52,7 @@ pub(crate) fn be64(b: &[u8], off: usize, what: &str) -> Result<u64> {
 
 /// Store a big-endian u32 at `off`.
 pub(crate) fn put_be32(b: &mut [u8], off: usize, v: u32, what: &str) -> Result<()> {
-    let len = b.len();
-    let f = off
-        .checked_add(4)
-        .and_then(|end| b.get_mut(off..end))
-        .ok_or_else(|| {
-            Ext4Error::corrupt(
-                what,
-                format!("field at byte {off} lies outside the {len}-byte block"),
-            )
-        })?;
-    f.copy_from_slice(&v.to_be_bytes());
+    field_mut(b, off, 4, what)?.copy_from_slice(&v.to_be_bytes());
     Ok(())
 }
 
@@ -68,33 +70,13 @@ pub(crate) fn le32(b: &[u8], off: usize, what: &str) -> Result<u32> {
 
 /// Store a little-endian u16 at `off`.
 pub(crate) fn put_le16(b: &mut [u8], off: usize, v: u16, what: &str) -> Result<()> {
-    let len = b.len();
-    let f = off
-        .checked_add(2)
-        .and_then(|end| b.get_mut(off..end))
-        .ok_or_else(|| {
-            Ext4Error::corrupt(
-                what,
-                format!("field at byte {off} lies outside the {len}-byte block"),
-            )
-        })?;
-    f.copy_from_slice(&v.to_le_bytes());
+    field_mut(b, off, 2, what)?.copy_from_slice(&v.to_le_bytes());
     Ok(())
 }
 
 /// Store a little-endian u32 at `off`.
 pub(crate) fn put_le32(b: &mut [u8], off: usize, v: u32, what: &str) -> Result<()> {
-    let len = b.len();
-    let f = off
-        .checked_add(4)
-        .and_then(|end| b.get_mut(off..end))
-        .ok_or_else(|| {
-            Ext4Error::corrupt(
-                what,
-                format!("field at byte {off} lies outside the {len}-byte block"),
-            )
-        })?;
-    f.copy_from_slice(&v.to_le_bytes());
+    field_mut(b, off, 4, what)?.copy_from_slice(&v.to_le_bytes());
     Ok(())
 }
 
