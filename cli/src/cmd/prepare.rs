@@ -3,6 +3,7 @@
 use super::human_size;
 use crate::progress::Bar;
 use anyhow::{Result, bail};
+use imgscrub::prepare::Timestamp;
 use imgscrub::prepare::{
     MachineIdPolicy, Options, Profile, Selection, builtin_names, list_operations,
     list_operations_text,
@@ -23,6 +24,8 @@ Examples:
       scrub the image in place and add what SmartOS LX zones need
   imgscrub prepare in.qcow2 --profile linux --output out.qcow2 --compress zstd
       one pass: in.qcow2 is only read; out.qcow2 is scrubbed, free space zeroed, compressed
+  SOURCE_DATE_EPOCH=1700000000 imgscrub prepare in.qcow2 --output out.qcow2
+      reproducible: every time written is that one, so each run gives the same bytes
   imgscrub prepare disk.qcow2 --profile ./site.toml --json > report.json
       a profile of your own (it can `extends = [\"linux\"]`), report as JSON
 
@@ -59,6 +62,11 @@ pub struct Args {
     /// description, locale, timezone_utc…; see docs/profiles.md). Repeatable.
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
     pub vars: Vec<(String, String)>,
+    /// Stamp every file, directory and deletion time this run writes with this time
+    /// (seconds since 1970, UTC) instead of the current time: the same input then gives a
+    /// byte-identical output (reproducible builds). Defaults to `$SOURCE_DATE_EPOCH`.
+    #[arg(long, value_name = "SECONDS", env = "SOURCE_DATE_EPOCH")]
+    pub timestamp: Option<i64>,
     /// Prepare this partition instead of the root filesystem found automatically.
     #[arg(long, value_name = "N")]
     pub partition: Option<u32>,
@@ -108,7 +116,7 @@ pub fn run(a: &Args) -> Result<()> {
         dry_run: a.dry_run,
         root_password_hash: a.root_password_hash.clone(),
         vars: a.vars.iter().cloned().collect(),
-        ..Options::default()
+        fixed_time: a.timestamp.map(|s| Timestamp::new(s, 0)),
     };
     if a.output.is_some() && a.dry_run {
         bail!("--dry-run and --output do not go together (a dry run writes nothing)");

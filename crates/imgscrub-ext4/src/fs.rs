@@ -70,6 +70,8 @@ pub struct Ext4Fs<D: BlockDev> {
     cache: Mutex<BlockCache>,
     /// Something changed since the last flush (superblock counters must be rewritten).
     dirty: bool,
+    /// The time stamped on everything we change ([`Ext4Fs::set_clock`]); `None` = now.
+    clock: Option<Timestamp>,
 }
 
 impl<D: BlockDev> std::fmt::Debug for Ext4Fs<D> {
@@ -115,7 +117,7 @@ fn read_cached<D: BlockDev>(
     Ok(buf)
 }
 
-fn now() -> Timestamp {
+fn system_now() -> Timestamp {
     match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
         Ok(d) => Timestamp::new(
             i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
@@ -517,6 +519,7 @@ impl<D: BlockDev> Ext4Fs<D> {
             writable: opts.writable,
             cache,
             dirty: false,
+            clock: None,
         };
         // The root must be a readable directory: catches a wrong inode table early.
         let root = fs.read_inode(ROOT_INO)?;
@@ -668,6 +671,18 @@ impl<D: BlockDev> Ext4Fs<D> {
             self.cache_write(pblk, &block)?;
         }
         Ok(())
+    }
+
+    /// Stamp every change from now on (inode times, deletion times, directory times) with
+    /// `t` instead of the current time: the same input and edits then give the same bytes
+    /// (reproducible images, `SOURCE_DATE_EPOCH`). `None` goes back to the current time.
+    pub fn set_clock(&mut self, t: Option<Timestamp>) {
+        self.clock = t;
+    }
+
+    /// The time stamped on changes: the fixed clock, or now.
+    fn now(&self) -> Timestamp {
+        self.clock.unwrap_or_else(system_now)
     }
 
     /// The superblock.
@@ -1417,7 +1432,7 @@ impl<D: BlockDev> Ext4Fs<D> {
     ) -> Result<u32> {
         self.prepare_create(dir, name)?;
         let is_dir = ft == FileType::Directory;
-        let t = attr.time.unwrap_or_else(now);
+        let t = attr.time.unwrap_or_else(|| self.now());
         let ino = self.alloc_inode(dir, is_dir)?;
         if let Err(e) = self.dir_add(dir, name, ino, ft, t) {
             self.free_inode_bit(ino, is_dir)?;
@@ -1570,7 +1585,7 @@ impl<D: BlockDev> Ext4Fs<D> {
         if n >= LINK_MAX {
             return Err(Ext4Error::TooManyLinks(format!("inode {ino}")));
         }
-        let t = now();
+        let t = self.now();
         self.dir_add(dir, name, ino, ft, t)?;
         inode.set_links_count(n + 1);
         inode.set_time(TimeField::Ctime, t);
@@ -1634,7 +1649,8 @@ impl<D: BlockDev> Ext4Fs<D> {
     fn free_inode(&mut self, ino: u32, mut inode: Inode, is_dir: bool) -> Result<()> {
         self.release_blocks(ino, &mut inode)?;
         // dtime below s_inodes_count would look like an orphan-list link to e2fsck.
-        let dt = now()
+        let dt = self
+            .now()
             .secs
             .clamp(i64::from(self.sb.inodes_count) + 1, i64::from(u32::MAX));
         inode.set_dtime(dt as u32);
@@ -1662,7 +1678,7 @@ impl<D: BlockDev> Ext4Fs<D> {
         if ft == FileType::Directory {
             return Err(Ext4Error::IsADirectory(name_str(name)));
         }
-        let t = now();
+        let t = self.now();
         self.dir_remove(dir, name, t)?;
         self.drop_link(ino, t)
     }
@@ -1686,7 +1702,7 @@ impl<D: BlockDev> Ext4Fs<D> {
                 return Err(Ext4Error::NotEmpty(name_str(name)));
             }
         }
-        let t = now();
+        let t = self.now();
         let (_, mut parent) = self.dir_remove(dir, name, t)?;
         parent.set_links_count(Self::dec_dir_links(parent.links_count()));
         self.write_inode(dir, &mut parent)?;
@@ -1705,7 +1721,7 @@ impl<D: BlockDev> Ext4Fs<D> {
         }
         // Walk (and check) the whole subtree before changing anything.
         let (dirs, links) = self.collect_subtree(ino)?;
-        let t = now();
+        let t = self.now();
         // Unlink the top entry first; the subtree is then unreachable and is freed without
         // editing its directories entry by entry (they are freed whole).
         let (_, mut parent) = self.dir_remove(dir, name, t)?;
@@ -1810,7 +1826,7 @@ impl<D: BlockDev> Ext4Fs<D> {
             }
         }
         let target = self.lookup(to_dir, to)?;
-        let t = now();
+        let t = self.now();
         if let Some(tino) = target {
             if tino == src {
                 return Ok(());
@@ -1964,7 +1980,7 @@ impl<D: BlockDev> Ext4Fs<D> {
             return Ok(());
         }
         let r = self.write_file_data(ino, &mut inode, offset, data);
-        let t = now();
+        let t = self.now();
         inode.set_time(TimeField::Mtime, t);
         inode.set_time(TimeField::Ctime, t);
         // Write the inode even on failure: blocks mapped so far are accounted in it.
@@ -2023,7 +2039,7 @@ impl<D: BlockDev> Ext4Fs<D> {
             }
         }
         inode.set_size(size);
-        let t = now();
+        let t = self.now();
         inode.set_time(TimeField::Mtime, t);
         inode.set_time(TimeField::Ctime, t);
         self.write_inode(ino, &mut inode)
@@ -2048,7 +2064,7 @@ impl<D: BlockDev> Ext4Fs<D> {
         if let Some(m) = attr.mtime {
             inode.set_time(TimeField::Mtime, m);
         }
-        inode.set_time(TimeField::Ctime, attr.ctime.unwrap_or_else(now));
+        inode.set_time(TimeField::Ctime, attr.ctime.unwrap_or_else(|| self.now()));
         self.write_inode(ino, &mut inode)
     }
 
@@ -2195,7 +2211,7 @@ impl<D: BlockDev> Ext4Fs<D> {
         };
         xattr::set(&mut attrs, name.as_bytes(), &disk)?;
         self.store_xattrs(ino, &mut inode, &attrs)?;
-        inode.set_time(TimeField::Ctime, now());
+        inode.set_time(TimeField::Ctime, self.now());
         self.write_inode(ino, &mut inode)
     }
 
@@ -2211,7 +2227,7 @@ impl<D: BlockDev> Ext4Fs<D> {
         let mut attrs = self.load_xattrs(ino, &inode)?;
         xattr::remove(&mut attrs, name.as_bytes())?;
         self.store_xattrs(ino, &mut inode, &attrs)?;
-        inode.set_time(TimeField::Ctime, now());
+        inode.set_time(TimeField::Ctime, self.now());
         self.write_inode(ino, &mut inode)
     }
 

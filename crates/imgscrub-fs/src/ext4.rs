@@ -198,4 +198,8 @@ impl<D: BlockDev> Filesystem for Ext4<D> {
     fn flush(&mut self) -> Result<()> {
         self.inner.flush().map_err(map_err)
     }
+    fn set_clock(&mut self, t: Option<crate::filesystem::Timestamp>) -> Result<()> {
+        self.inner.set_clock(t);
+        Ok(())
+    }
 }

@@ -213,6 +213,53 @@ pub struct FatFs<D: BlockDev + Clone> {
     geometry: FatGeometry,
     // Node ids are paths ("" = root, "EFI/BOOT/x.efi" with the names as stored).
     nodes: Mutex<(Vec<String>, HashMap<String, NodeId>)>,
+    /// A fixed clock for fatfs (`set_clock`), or `None` for the current time.
+    clock: Option<&'static FixedClock>,
+}
+
+/// A fatfs `TimeProvider` that always answers the same time (UTC, clamped to FAT's
+/// 1980..2107 range).
+#[derive(Debug)]
+struct FixedClock(fatfs::DateTime);
+
+impl fatfs::TimeProvider for FixedClock {
+    fn get_current_date(&self) -> fatfs::Date {
+        self.0.date
+    }
+    fn get_current_date_time(&self) -> fatfs::DateTime {
+        self.0
+    }
+}
+
+/// Seconds since the epoch → FAT date and time (UTC, civil calendar), clamped to FAT's range.
+fn fat_datetime(t: Timestamp) -> fatfs::DateTime {
+    // 1980-01-01 .. 2107-12-31 23:59:58.
+    let secs = t.secs.clamp(315_532_800, 4_354_819_198);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil from days (proleptic Gregorian), the inverse of `fat_time`.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let n = |v: i64| u16::try_from(v).unwrap_or(0);
+    fatfs::DateTime {
+        date: fatfs::Date {
+            year: n(year),
+            month: n(month),
+            day: n(day),
+        },
+        time: fatfs::Time {
+            hour: n(rem / 3600),
+            min: n(rem / 60 % 60),
+            sec: n(rem % 60),
+            millis: n(i64::from(t.nsecs / 1_000_000)),
+        },
+    }
 }
 
 fn fat_err(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> FsError {
@@ -262,7 +309,7 @@ impl<D: BlockDev + Clone> FatFs<D> {
     /// Mount the FAT volume on `dev`.
     pub fn open(dev: D) -> Result<Self> {
         let geometry = FatGeometry::read(&dev)?;
-        let fs = Self::mount(dev.clone())?;
+        let fs = Self::mount(dev.clone(), None)?;
         let mut by_path = HashMap::new();
         by_path.insert(String::new(), 0);
         Ok(FatFs {
@@ -270,12 +317,16 @@ impl<D: BlockDev + Clone> FatFs<D> {
             dev,
             geometry,
             nodes: Mutex::new((vec![String::new()], by_path)),
+            clock: None,
         })
     }
 
-    fn mount(dev: D) -> Result<Fat<D>> {
-        fatfs::FileSystem::new(DevIo { dev, pos: 0 }, fatfs::FsOptions::new())
-            .map_err(fat_err("mount FAT volume"))
+    fn mount(dev: D, clock: Option<&'static FixedClock>) -> Result<Fat<D>> {
+        let mut opts = fatfs::FsOptions::new();
+        if let Some(c) = clock {
+            opts = opts.time_provider(c);
+        }
+        fatfs::FileSystem::new(DevIo { dev, pos: 0 }, opts).map_err(fat_err("mount FAT volume"))
     }
 
     pub fn geometry(&self) -> FatGeometry {
@@ -693,7 +744,14 @@ impl<D: BlockDev + Clone> Filesystem for FatFs<D> {
             fs.unmount().map_err(fat_err("unmount FAT volume"))?;
         }
         self.dev.flush()?;
-        self.fs = Some(Self::mount(self.dev.clone())?);
+        self.fs = Some(Self::mount(self.dev.clone(), self.clock)?);
         Ok(())
+    }
+    fn set_clock(&mut self, t: Option<Timestamp>) -> Result<()> {
+        // fatfs wants a `&'static` provider: one small allocation per call, made once per
+        // prepare in practice.
+        self.clock = t.map(|t| &*Box::leak(Box::new(FixedClock(fat_datetime(t)))));
+        // The provider is chosen at mount time: remount (after writing what is pending).
+        self.flush()
     }
 }

@@ -113,6 +113,11 @@ pub trait Filesystem {
     /// Free space runs in bytes from the start of the filesystem (empty for a host dir).
     fn free_ranges(&self) -> Result<Vec<FreeRange>>;
     fn flush(&mut self) -> Result<()>;
+    /// Stamp every later change (file and directory times, deletion times) with `t` instead
+    /// of the current time, so that the same input and edits give the same bytes
+    /// (`SOURCE_DATE_EPOCH`); `None` goes back to the current time. A host directory cannot
+    /// (the host kernel stamps its own times) and ignores it.
+    fn set_clock(&mut self, t: Option<Timestamp>) -> Result<()>;
 
     /// The whole content of a file.
     fn read_all(&self, node: NodeId) -> Result<Vec<u8>> {

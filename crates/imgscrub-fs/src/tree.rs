@@ -271,4 +271,10 @@ impl Filesystem for GuestTree {
         }
         Ok(())
     }
+    fn set_clock(&mut self, t: Option<crate::filesystem::Timestamp>) -> Result<()> {
+        for fs in &mut self.fss {
+            fs.set_clock(t)?;
+        }
+        Ok(())
+    }
 }

@@ -161,10 +161,18 @@ pub fn execute(fs: &mut dyn Filesystem, plan: &Plan) -> Result<Report> {
     if plan.dry_run {
         return Ok(rep);
     }
+    // A fixed time also covers what the filesystem stamps by itself (directory mtimes,
+    // deletion times, ctimes), so that the whole output is reproducible.
+    if plan.fixed_time.is_some() {
+        fs.set_clock(plan.fixed_time)?;
+    }
     for s in &plan.steps {
         apply(fs, plan, s)?;
     }
     fs.flush()?;
+    if plan.fixed_time.is_some() {
+        fs.set_clock(None)?;
+    }
     Ok(rep)
 }
 

@@ -95,6 +95,9 @@ impl Filesystem for Labelled {
     fn flush(&mut self) -> Result<()> {
         self.inner.flush()
     }
+    fn set_clock(&mut self, t: Option<imgscrub_fs::filesystem::Timestamp>) -> Result<()> {
+        self.inner.set_clock(t)
+    }
 }
 
 fn label_all_dirs(fs: &mut Labelled, dir: NodeId, label: &[u8]) {
