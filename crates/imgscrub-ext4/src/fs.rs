@@ -72,6 +72,8 @@ pub struct Ext4Fs<D: BlockDev> {
     dirty: bool,
     /// The time stamped on everything we change ([`Ext4Fs::set_clock`]); `None` = now.
     clock: Option<Timestamp>,
+    /// What the open did to recover from an unclean shutdown ([`Ext4Fs::recovery_notes`]).
+    notes: Vec<String>,
 }
 
 impl<D: BlockDev> std::fmt::Debug for Ext4Fs<D> {
@@ -474,7 +476,7 @@ impl<D: BlockDev> Ext4Fs<D> {
                     )
                 })
         };
-        crate::journal::replay(&view.dev, view.sb.block_size, &map, len_blocks)?;
+        let replayed = crate::journal::replay(&view.dev, view.sb.block_size, &map, len_blocks)?;
         let dev = view.into_inner();
         let mut raw = vec![0u8; SUPERBLOCK_SIZE];
         dev.read_at(&mut raw, SUPERBLOCK_OFFSET)?;
@@ -484,7 +486,26 @@ impl<D: BlockDev> Ext4Fs<D> {
                 "the journal replay did not complete".into(),
             ));
         }
-        Self::open_parsed(dev, sb, opts)
+        let mut fs = Self::open_parsed(dev, sb, opts)?;
+        fs.notes.insert(
+            0,
+            if replayed.log_was_dirty {
+                format!(
+                    "replayed the journal left by an unclean shutdown (transactions {}..{})",
+                    replayed.start_sequence, replayed.end_sequence
+                )
+            } else {
+                "cleared needs_recovery (the journal was already empty)".to_owned()
+            },
+        );
+        Ok(fs)
+    }
+
+    /// What opening the filesystem writable did to recover from an unclean shutdown
+    /// (journal replayed, orphan inodes freed or truncated), one sentence each; empty for a
+    /// clean filesystem. Callers show them: the image changes beyond what was asked.
+    pub fn recovery_notes(&self) -> &[String] {
+        &self.notes
     }
 
     fn open_parsed(dev: D, sb: Superblock, opts: OpenOptions) -> Result<Self> {
@@ -520,6 +541,7 @@ impl<D: BlockDev> Ext4Fs<D> {
             cache,
             dirty: false,
             clock: None,
+            notes: Vec::new(),
         };
         // The root must be a readable directory: catches a wrong inode table early.
         let root = fs.read_inode(ROOT_INO)?;
@@ -555,6 +577,7 @@ impl<D: BlockDev> Ext4Fs<D> {
             self.check_orphan(ino, "the orphan list (s_last_orphan)", &mut seen)?;
             ino = self.release_orphan(ino)?;
         }
+        let from_list = seen.len();
         self.sb.set_last_orphan(0);
         self.dirty = true;
         if present {
@@ -568,6 +591,14 @@ impl<D: BlockDev> Ext4Fs<D> {
             let ro = self.sb.feature_ro_compat & !ro_compat::ORPHAN_PRESENT;
             self.sb.set_feature_ro_compat(ro);
         }
+        self.notes.push(format!(
+            "finished {} orphan inode(s) left by an unclean shutdown ({} from the orphan list, \
+             {} from the orphan file): deleted-while-open files freed, interrupted truncations \
+             completed",
+            seen.len(),
+            from_list,
+            seen.len() - from_list
+        ));
         Ok(())
     }
 

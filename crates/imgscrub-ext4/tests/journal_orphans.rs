@@ -95,6 +95,8 @@ fn assert_processed_like_e2fsck(dir: &Path, img: &Path, check: impl Fn(&Ext4Fs<R
         OpenOptions { writable: true },
     )
     .unwrap();
+    let notes = fs.recovery_notes().join("\n");
+    assert!(notes.contains("orphan inode(s)"), "{notes}");
     fs.flush().unwrap();
     drop(fs);
     imgscrub_testkit::assert_e2fsck_clean(img);
@@ -281,6 +283,11 @@ fn journal_replayed_by_ext4fs_open() {
         OpenOptions { writable: true },
     )
     .unwrap();
+    assert!(
+        fs.recovery_notes()[0].contains("replayed the journal"),
+        "{:?}",
+        fs.recovery_notes()
+    );
     let ino = fs.lookup_path(b"/keep").unwrap();
     // i_size is still 5: the file reads the first 5 bytes of the replayed block.
     assert_eq!(fs.read_to_vec(ino).unwrap(), b"chang");

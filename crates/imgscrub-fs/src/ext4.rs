@@ -198,6 +198,9 @@ impl<D: BlockDev> Filesystem for Ext4<D> {
     fn flush(&mut self) -> Result<()> {
         self.inner.flush().map_err(map_err)
     }
+    fn recovery_notes(&self) -> Vec<String> {
+        self.inner.recovery_notes().to_vec()
+    }
     fn set_clock(&mut self, t: Option<crate::filesystem::Timestamp>) -> Result<()> {
         self.inner.set_clock(t);
         Ok(())

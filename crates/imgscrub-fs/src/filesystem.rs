@@ -118,6 +118,11 @@ pub trait Filesystem {
     /// (`SOURCE_DATE_EPOCH`); `None` goes back to the current time. A host directory cannot
     /// (the host kernel stamps its own times) and ignores it.
     fn set_clock(&mut self, t: Option<Timestamp>) -> Result<()>;
+    /// What opening it did beyond reading (journal replayed, orphans processed), one
+    /// sentence each, for the user to see. Empty by default.
+    fn recovery_notes(&self) -> Vec<String> {
+        Vec::new()
+    }
 
     /// The whole content of a file.
     fn read_all(&self, node: NodeId) -> Result<Vec<u8>> {

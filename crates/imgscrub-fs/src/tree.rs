@@ -271,6 +271,9 @@ impl Filesystem for GuestTree {
         }
         Ok(())
     }
+    fn recovery_notes(&self) -> Vec<String> {
+        self.fss.iter().flat_map(|fs| fs.recovery_notes()).collect()
+    }
     fn set_clock(&mut self, t: Option<crate::filesystem::Timestamp>) -> Result<()> {
         for fs in &mut self.fss {
             fs.set_clock(t)?;

@@ -241,11 +241,13 @@ impl Image {
         let overlay = Arc::new(Overlay::new(self.device().clone()));
         let staged: Dev = overlay.clone();
         let (volume, root) = open_root(&staged, partition, edit)?;
-        let (fs, mounted, warnings) = if partition.is_none() {
+        let (fs, mounted, mut warnings) = if partition.is_none() {
             join_fstab(&staged, &volume, root, edit)?
         } else {
             (root, Vec::new(), Vec::new())
         };
+        // Recovery is a change the user did not ask for: say so.
+        warnings.extend(fs.recovery_notes());
         Ok(Guest {
             image: self,
             overlay,
