@@ -47,8 +47,13 @@ fn open(t: &Target, edit: bool, dry_run: bool) -> Result<Image> {
 }
 
 fn guest<'a>(img: &'a Image, t: &Target, edit: bool) -> Result<Guest<'a>> {
-    img.guest(t.partition, edit)
-        .with_context(|| format!("{}", t.image.display()))
+    let g = img
+        .guest(t.partition, edit)
+        .with_context(|| format!("{}", t.image.display()))?;
+    for w in g.warnings() {
+        eprintln!("warning: {w}");
+    }
+    Ok(g)
 }
 
 /// Write the staged changes to the image (or, for a dry run, only count them).
