@@ -80,6 +80,48 @@ impl Timestamp {
     pub fn new(secs: i64, nsecs: u32) -> Self {
         Timestamp { secs, nsecs }
     }
+
+    /// The UTC calendar time: `(year, month 1..=12, day 1..=31, hour, minute, second)`,
+    /// proleptic Gregorian (civil-from-days), for any `secs`.
+    pub fn utc(&self) -> (i64, u32, u32, u32, u32, u32) {
+        let days = self.secs.div_euclid(86_400);
+        let rem = self.secs.rem_euclid(86_400);
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        // Every value below is in range by construction (rem < 86 400, 1 <= month <= 12…).
+        let n = |v: i64| u32::try_from(v).unwrap_or(0);
+        (
+            year,
+            n(month),
+            n(day),
+            n(rem / 3600),
+            n(rem / 60 % 60),
+            n(rem % 60),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Timestamp;
+
+    #[test]
+    fn utc_calendar() {
+        assert_eq!(Timestamp::new(0, 0).utc(), (1970, 1, 1, 0, 0, 0));
+        assert_eq!(
+            Timestamp::new(1_700_000_000, 0).utc(),
+            (2023, 11, 14, 22, 13, 20)
+        );
+        assert_eq!(Timestamp::new(951_782_400, 0).utc(), (2000, 2, 29, 0, 0, 0));
+        assert_eq!(Timestamp::new(-1, 0).utc(), (1969, 12, 31, 23, 59, 59));
+    }
 }
 
 /// What `stat` returns.

@@ -235,29 +235,19 @@ impl fatfs::TimeProvider for FixedClock {
 fn fat_datetime(t: Timestamp) -> fatfs::DateTime {
     // 1980-01-01 .. 2107-12-31 23:59:58.
     let secs = t.secs.clamp(315_532_800, 4_354_819_198);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil from days (proleptic Gregorian), the inverse of `fat_time`.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let n = |v: i64| u16::try_from(v).unwrap_or(0);
+    let (year, month, day, hour, min, sec) = Timestamp::new(secs, 0).utc();
+    let n = |v: u32| u16::try_from(v).unwrap_or(0);
     fatfs::DateTime {
         date: fatfs::Date {
-            year: n(year),
+            year: u16::try_from(year).unwrap_or(1980),
             month: n(month),
             day: n(day),
         },
         time: fatfs::Time {
-            hour: n(rem / 3600),
-            min: n(rem / 60 % 60),
-            sec: n(rem % 60),
-            millis: n(i64::from(t.nsecs / 1_000_000)),
+            hour: n(hour),
+            min: n(min),
+            sec: n(sec),
+            millis: n(t.nsecs / 1_000_000),
         },
     }
 }

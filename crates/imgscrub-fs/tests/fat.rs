@@ -174,3 +174,35 @@ fn garbage_is_refused_without_panic() {
     v[13] = 3; // sectors per cluster not a power of two
     assert!(FatFs::open(Arc::new(MemDev::from_vec(v))).is_err());
 }
+
+/// `set_clock`: files created afterwards carry the fixed time (what mtools lists too), and
+/// the same edits give the same bytes.
+#[test]
+fn fixed_clock_stamps_new_entries() {
+    require_tools!("mkfs.vfat", "fsck.vfat", "mtype", "mcopy", "mdir");
+    let t = tempfile::tempdir().unwrap();
+    let img = mkfat(t.path(), 16, 32);
+    let twin = t.path().join("twin.img");
+    std::fs::copy(&img, &twin).unwrap();
+    let when = imgscrub_fs::filesystem::Timestamp::new(1_700_000_000, 0); // 2023-11-14 22:13:20
+    for path in [&img, &twin] {
+        let mut fs = FatFs::open(Arc::new(RawFile::open_rw(path).unwrap())).unwrap();
+        fs.set_clock(Some(when)).unwrap();
+        let root = fs.root();
+        let f = fs
+            .create(root, b"stamped.txt", &NewAttr::default())
+            .unwrap();
+        fs.write(f, 0, b"x").unwrap();
+        fs.flush().unwrap();
+        assert_eq!(fs.stat(f).unwrap().mtime.secs, when.secs);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    fsck_clean(&img);
+    assert!(std::fs::read(&img).unwrap() == std::fs::read(&twin).unwrap());
+    let listing = run_ok(Command::new("mdir").env("MTOOLS_SKIP_CHECK", "1").args([
+        "-i",
+        img.to_str().unwrap(),
+        "::/",
+    ]));
+    assert!(listing.contains("2023-11-14"), "{listing}");
+}
