@@ -8,7 +8,8 @@
 #   (d) imgscrub convert --sparsify --compress zlib
 #   (d9) the same with --level 9, for reference
 #
-#   benches/shrink.sh [WORKDIR]        (env: TREE=/usr/share  IMGSCRUB="cmd"  KEEP=1  NICE=-10)
+#   benches/shrink.sh [WORKDIR]        (env: TREE=/usr/share  IMGSCRUB="cmd"  KEEP=1  NICE=-10
+#                                            RUNS=3: runs per variant, the median is reported)
 #
 # NICE runs every measured command (baselines and ours alike) at that nice level, which
 # gives steadier figures on a machine shared with other jobs (negative values need root).
@@ -72,16 +73,26 @@ root_len=$((root_end - root_start))
 vsize=$(stat -c %s "$disk")
 
 # measure NAME CMD...: wall seconds, peak RSS (KiB) and CPU seconds (user + sys) into
-# $secs / $rss / $cpu. The file is read once first so that every run starts from the page
-# cache.
+# $secs / $rss / $cpu: the run with the median wall time of RUNS runs (default 3; zerofree,
+# which changes its input, runs once). The files are read before each run so that every run
+# starts from the page cache.
 measure() {
   local name=$1; shift
-  cat "$disk" zf.raw > /dev/null 2>&1 || true
-  ${NICE:+nice -n "$NICE"} /usr/bin/time -f '%e %M %U %S' -o "time.$name" "$@" >/dev/null
+  local n=${RUNS:-3}
+  [ "$name" = zerofree ] && n=1
+  local i
+  : > "time.$name.all"
+  for i in $(seq 1 "$n"); do
+    cat "$disk" zf.raw > /dev/null 2>&1 || true
+    ${NICE:+nice -n "$NICE"} /usr/bin/time -f '%e %M %U %S' -o "time.$name" "$@" >/dev/null
+    cat "time.$name" >> "time.$name.all"
+  done
   local u s
-  read -r secs rss u s < "time.$name"
+  read -r secs rss u s < <(sort -n "time.$name.all" | sed -n "$(( (n + 1) / 2 ))p")
   cpu=$(echo "$u + $s" | bc)
+  all_walls[$name]=$(cut -d' ' -f1 "time.$name.all" | tr '\n' ' ')
 }
+declare -A all_walls
 
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -138,4 +149,6 @@ echo "wall (c) vs (b): $(echo "scale=2; $b_secs / $c_secs" | bc)x  CPU: $(echo "
 echo "wall (d) vs (a): $(echo "scale=2; $a_secs / $d_secs" | bc)x  CPU: $(echo "scale=2; $a_cpu / $d_cpu" | bc)x  size (d)/(a): $(echo "scale=3; $sd / $sa" | bc)"
 echo "wall (d9) vs (a): $(echo "scale=2; $a_secs / $d9_secs" | bc)x  CPU: $(echo "scale=2; $a_cpu / $d9_cpu" | bc)x  size (d9)/(a): $(echo "scale=3; $sd9 / $sa" | bc)"
 echo "outputs equal to the zerofreed image (qemu-img compare): $ok"
+echo "every run's wall seconds (median reported; (a) and (b) without zerofree's ${zf_secs}s):"
+for v in a b c d d9; do echo "  ($v) ${all_walls[$v]}"; done
 [ -n "${KEEP:-}" ] || rm -f zf.raw a.qcow2 b.qcow2 c.qcow2 d.qcow2 d9.qcow2 time.*
