@@ -74,7 +74,12 @@ fn main() -> ExitCode {
         Command::Chmod(args) => cmd::files::chmod(&args),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            for w in cmd::take_warnings() {
+                eprintln!("imgscrub: warning: {w}");
+            }
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("imgscrub: {}", one_line(&e));
             ExitCode::FAILURE

@@ -51,7 +51,7 @@ fn guest<'a>(img: &'a Image, t: &Target, edit: bool) -> Result<Guest<'a>> {
         .guest(t.partition, edit)
         .with_context(|| format!("{}", t.image.display()))?;
     for w in g.warnings() {
-        eprintln!("warning: {w}");
+        super::warn_later(w.clone());
     }
     Ok(g)
 }

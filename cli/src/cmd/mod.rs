@@ -18,6 +18,22 @@ pub fn open_image(
     Ok(img)
 }
 
+static LATER: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// A warning to print once the command has succeeded (a failing command prints its one-line
+/// error and nothing else).
+pub fn warn_later(w: impl Into<String>) {
+    LATER
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(w.into());
+}
+
+/// Take the deferred warnings (called by `main` on success).
+pub fn take_warnings() -> Vec<String> {
+    std::mem::take(&mut *LATER.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
 /// `1536` → `1.5 KiB`; exact bytes under 1 KiB.
 pub fn human_size(n: u64) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];

@@ -205,6 +205,10 @@ impl FatGeometry {
 
 type Fat<D> = fatfs::FileSystem<DevIo<D>>;
 
+/// Deepest directory path we follow. Real ESPs are a handful of levels deep; anything near
+/// this is a loop in a damaged directory tree.
+const MAX_DEPTH: usize = 64;
+
 /// A FAT volume on a block device (`D` is cloned once: fatfs owns one handle, and the
 /// free-space map reads the FAT through the other).
 pub struct FatFs<D: BlockDev + Clone> {
@@ -356,6 +360,16 @@ impl<D: BlockDev + Clone> FatFs<D> {
     }
 
     fn dir(&self, path: &str) -> Result<fatfs::Dir<'_, DevIo<D>>> {
+        // A damaged FAT can make a directory its own descendant (a subdirectory entry
+        // pointing back at an ancestor's cluster). Node ids are paths, so every lap round
+        // such a loop is a new, longer path: bound the depth, or a tree walk never ends.
+        if path.split('/').count() > MAX_DEPTH {
+            return Err(FsError::Unsupported(format!(
+                "directory nesting deeper than {MAX_DEPTH} levels at /{}…: a directory loop in \
+                 a damaged FAT (run fsck.vfat)",
+                path.chars().take(80).collect::<String>()
+            )));
+        }
         let root = self.fs()?.root_dir();
         if path.is_empty() {
             Ok(root)

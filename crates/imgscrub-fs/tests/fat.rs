@@ -206,3 +206,45 @@ fn fixed_clock_stamps_new_entries() {
     ]));
     assert!(listing.contains("2023-11-14"), "{listing}");
 }
+
+/// A damaged FAT where a subdirectory points back at its parent's cluster (a directory loop;
+/// found by the `fat_image` fuzz target as a hang): walks and `remove_tree` stop with an
+/// error naming the loop instead of running for ever.
+#[test]
+fn directory_loop_is_an_error_not_a_hang() {
+    require_tools!("mkfs.vfat", "mmd");
+    let t = tempfile::tempdir().unwrap();
+    let img = mkfat(t.path(), 16, 32);
+    let i = img.to_str().unwrap();
+    run_ok(
+        Command::new("mmd")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .args(["-i", i, "::/A", "::/A/B"]),
+    );
+    // Find the 8.3 entries "A" (in the root) and "B" (in A), then point B at A's cluster.
+    let mut raw = std::fs::read(&img).unwrap();
+    let entry = |raw: &[u8], name: &[u8; 11]| {
+        (0..raw.len() - 32)
+            .step_by(32)
+            .find(|&o| &raw[o..o + 11] == name && raw[o + 11] & 0x10 != 0)
+            .unwrap()
+    };
+    let a = entry(&raw, b"A          ");
+    let b = entry(&raw, b"B          ");
+    let a_cluster = [raw[a + 26], raw[a + 27]];
+    raw[b + 26..b + 28].copy_from_slice(&a_cluster);
+    std::fs::write(&img, &raw).unwrap();
+
+    let started = std::time::Instant::now();
+    let mut fs = FatFs::open(Arc::new(RawFile::open_rw(&img).unwrap())).unwrap();
+    let deep = "/A/B".to_string() + &"/B".repeat(100);
+    assert!(resolve(&fs, deep.as_bytes(), true).is_err());
+    let root = fs.root();
+    let err = fs.remove_tree(root, b"A").unwrap_err();
+    assert!(err.to_string().contains("loop"), "{err}");
+    assert!(
+        started.elapsed().as_secs() < 20,
+        "took {:?}",
+        started.elapsed()
+    );
+}

@@ -45,9 +45,14 @@ fn exercise(img: Vec<u8>) {
     }
 }
 
-/// The input as a whole FAT volume.
+/// The input as a whole FAT volume, zero-padded to 1 MiB so that a short input (a boot
+/// sector, FATs and a root directory) is a volume of the size its BPB claims.
 pub fn fat_open(data: &[u8]) {
-    exercise(data.to_vec());
+    let mut img = data.to_vec();
+    if img.len() < 1 << 20 {
+        img.resize(1 << 20, 0);
+    }
+    exercise(img);
 }
 
 /// Flip bytes of a valid FAT12 or FAT16 template (boot sector, FATs, root directory,
