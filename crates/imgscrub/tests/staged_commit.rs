@@ -79,3 +79,42 @@ fn a_second_writer_is_refused_while_the_first_holds_the_image() {
         drop(r1);
     }
 }
+
+/// A filesystem left with an orphan (a file deleted while open) is recovered when opened for
+/// editing, the guest says so, and nothing reaches the file before the commit.
+#[test]
+fn recovery_is_reported_and_staged() {
+    require_tools!("mke2fs", "debugfs", "e2fsck");
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir_all(src.join("etc")).unwrap();
+    std::fs::write(src.join("etc/os-release"), "ID=debian\nVERSION_ID=12\n").unwrap();
+    std::fs::write(src.join("victim"), vec![7u8; 40_000]).unwrap();
+    let img = t.path().join("fs.img");
+    assert!(imgscrub_testkit::make_ext4("default", &src, &img, 16));
+    let ino = imgscrub_testkit::debugfs(&img, "stat /victim")
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let cmds = t.path().join("cmds");
+    std::fs::write(
+        &cmds,
+        format!("unlink /victim\nsif <{ino}> links_count 0\nssv last_orphan {ino}\n"),
+    )
+    .unwrap();
+    run_ok(tool("debugfs").arg("-w").arg("-f").arg(&cmds).arg(&img));
+    let before = std::fs::read(&img).unwrap();
+    let image = Image::open(&img, rw()).unwrap();
+    let g = image.guest(None, true).unwrap();
+    let notes = g.warnings().join("\n");
+    assert!(notes.contains("orphan inode(s)"), "{notes}");
+    g.discard().unwrap();
+    drop(image);
+    assert!(std::fs::read(&img).unwrap() == before, "discard wrote");
+    let image = Image::open(&img, rw()).unwrap();
+    let g = image.guest(None, true).unwrap();
+    g.commit().unwrap();
+    drop(image);
+    imgscrub_testkit::assert_e2fsck_clean(&img);
+}
