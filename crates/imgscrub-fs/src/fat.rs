@@ -168,29 +168,37 @@ impl FatGeometry {
         Ok(g)
     }
 
-    /// Free clusters as byte ranges from the start of the volume, sorted and coalesced.
-    pub fn free_ranges(&self, dev: &dyn BlockDev) -> Result<Vec<FreeRange>> {
+    /// The first FAT, as stored.
+    fn read_fat(&self, dev: &dyn BlockDev) -> Result<Vec<u8>> {
         let mut fat = vec![0u8; self.fat_bytes as usize];
         dev.read_at(&mut fat, self.fat_offset)?;
-        let entry = |c: u32| -> u32 {
-            match self.bits {
-                12 => {
-                    let at = (c as usize * 3) / 2;
-                    let v = le16(&fat, at);
-                    if c.is_multiple_of(2) {
-                        v & 0xFFF
-                    } else {
-                        v >> 4
-                    }
+        Ok(fat)
+    }
+
+    /// The FAT entry of cluster `c` (the next cluster, 0 = free, or an end/bad marker).
+    fn entry(&self, fat: &[u8], c: u32) -> u32 {
+        match self.bits {
+            12 => {
+                let at = (c as usize * 3) / 2;
+                let v = le16(fat, at);
+                if c.is_multiple_of(2) {
+                    v & 0xFFF
+                } else {
+                    v >> 4
                 }
-                16 => le16(&fat, c as usize * 2),
-                _ => le32(&fat, c as usize * 4) & 0x0FFF_FFFF,
             }
-        };
+            16 => le16(fat, c as usize * 2),
+            _ => le32(fat, c as usize * 4) & 0x0FFF_FFFF,
+        }
+    }
+
+    /// Free clusters as byte ranges from the start of the volume, sorted and coalesced.
+    pub fn free_ranges(&self, dev: &dyn BlockDev) -> Result<Vec<FreeRange>> {
+        let fat = self.read_fat(dev)?;
         let cs = u64::from(self.cluster_size);
         let mut out: Vec<FreeRange> = Vec::new();
         for c in 2..self.clusters.saturating_add(2) {
-            if entry(c) != 0 {
+            if self.entry(&fat, c) != 0 {
                 continue;
             }
             let offset = self.data_offset + u64::from(c - 2) * cs;
@@ -200,6 +208,46 @@ impl FatGeometry {
             }
         }
         Ok(out)
+    }
+
+    /// Refuse a FAT in which a cluster chain loops back on itself: fatfs follows chains until
+    /// their end marker, so a loop would make reading a directory, or freeing a file, run for
+    /// ever. One pass over the FAT (each cluster visited once), as `fsck.vfat` checks it.
+    pub fn check_chains(&self, dev: &dyn BlockDev) -> Result<()> {
+        let fat = self.read_fat(dev)?;
+        let end = self.clusters.saturating_add(2);
+        // 0: not seen, 1: on the chain being followed, 2: known to reach an end.
+        let mut state = vec![0u8; end as usize];
+        let mut path = Vec::new();
+        for start in 2..end {
+            let mut c = start;
+            path.clear();
+            loop {
+                match state[c as usize] {
+                    2 => break,
+                    1 => {
+                        return Err(FsError::Unsupported(format!(
+                            "not a usable FAT volume: the cluster chain through cluster {c} \
+                             loops (damaged FAT; run fsck.vfat)"
+                        )));
+                    }
+                    _ => {}
+                }
+                state[c as usize] = 1;
+                path.push(c);
+                let next = self.entry(&fat, c);
+                // Free, end of chain, bad cluster or a pointer outside the data area: the
+                // chain stops here (fatfs reports the last two as errors).
+                if next < 2 || next >= end {
+                    break;
+                }
+                c = next;
+            }
+            for &p in &path {
+                state[p as usize] = 2;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -303,6 +351,7 @@ impl<D: BlockDev + Clone> FatFs<D> {
     /// Mount the FAT volume on `dev`.
     pub fn open(dev: D) -> Result<Self> {
         let geometry = FatGeometry::read(&dev)?;
+        geometry.check_chains(&dev)?;
         let fs = Self::mount(dev.clone(), None)?;
         let mut by_path = HashMap::new();
         by_path.insert(String::new(), 0);

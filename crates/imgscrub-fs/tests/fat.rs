@@ -248,3 +248,25 @@ fn directory_loop_is_an_error_not_a_hang() {
         started.elapsed()
     );
 }
+
+/// A cluster chain that loops (a directory whose last cluster points back to its first;
+/// found by the `fat_image` fuzz target as a hang inside fatfs): the volume is refused at
+/// open with a message naming the loop, in a single pass over the FAT.
+#[test]
+fn looping_cluster_chain_is_refused() {
+    require_tools!("mkfs.vfat", "mmd", "mcopy");
+    let t = tempfile::tempdir().unwrap();
+    let img = mkfat(t.path(), 16, 32);
+    let dev = Arc::new(RawFile::open_rw(&img).unwrap());
+    let g = FatFs::open(dev.clone()).unwrap().geometry();
+    drop(dev);
+    // Cluster 2 is the first directory mtools made; make it point to itself.
+    let mut raw = std::fs::read(&img).unwrap();
+    let at = g.fat_offset as usize + 2 * 2;
+    raw[at..at + 2].copy_from_slice(&2u16.to_le_bytes());
+    std::fs::write(&img, &raw).unwrap();
+    let err = FatFs::open(Arc::new(RawFile::open(&img).unwrap()))
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("loops"), "{err}");
+}

@@ -501,7 +501,7 @@ impl Header {
             ));
         }
         let start = self.backing_file_offset;
-        let end = start + u64::from(self.backing_file_size);
+        let end = start.saturating_add(u64::from(self.backing_file_size));
         if end > self.cluster_size() || end > first.len() as u64 {
             return Err(Qcow2Error::corrupt(
                 "backing file name",
