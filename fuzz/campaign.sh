@@ -22,10 +22,10 @@ logs=${LOGDIR:-/tmp/imgscrub-fuzz-logs}
 mkdir -p "$logs"
 # Rust is memory-safe and the workspace denies unsafe code, so AddressSanitizer finds
 # nothing new here; without it the targets run 2-6x faster (more inputs per minute).
-# Debug assertions stay on (-a): an arithmetic overflow is a bug even where it wraps
-# harmlessly in a release build (the CI replay runs with overflow checks).
+# Overflow checks are on for our crates (fuzz/Cargo.toml profile): an arithmetic overflow is
+# a bug even where it wraps harmlessly in a release build (the CI replay checks too).
 # CARGO_TARGET_DIR lets a second campaign build while the first one's binaries run.
-cargo +nightly fuzz build -O -a -s none >/dev/null
+cargo +nightly fuzz build -O -s none >/dev/null
 bin=${CARGO_TARGET_DIR:-$here/target}/x86_64-unknown-linux-gnu/release
 
 max_len() {
