@@ -451,6 +451,22 @@ impl Planner<'_, '_> {
         out
     }
 
+    /// The rendered `template` line, and whether `lines` already has it (the same text, or a
+    /// line matching `matching`).
+    fn line_present(
+        &mut self,
+        lines: &[Vec<u8>],
+        template: &str,
+        matching: Option<&str>,
+    ) -> Result<(String, bool)> {
+        let line = self.render(template);
+        let re = matching.map(|m| self.regex(m)).transpose()?;
+        let present = lines.iter().any(|l| {
+            l.trim_ascii_end() == line.as_bytes() || re.as_ref().is_some_and(|r| r.is_match(l))
+        });
+        Ok((line, present))
+    }
+
     fn regex(&mut self, pat: &str) -> Result<Regex> {
         if let Some(r) = self.regexes.get(pat) {
             return Ok(r.clone());
@@ -1318,15 +1334,8 @@ impl Planner<'_, '_> {
                     append_if_missing,
                     matching,
                 } => {
-                    let line = self.render(append_if_missing);
-                    let re = match matching {
-                        Some(m) => Some(self.regex(m)?),
-                        None => None,
-                    };
-                    let present = lines.iter().any(|l| {
-                        l.trim_ascii_end() == line.as_bytes()
-                            || re.as_ref().is_some_and(|r| r.is_match(l))
-                    });
+                    let (line, present) =
+                        self.line_present(&lines, append_if_missing, matching.as_deref())?;
                     if !present {
                         lines.push(line.into_bytes());
                         trailing = true;
@@ -1336,15 +1345,8 @@ impl Planner<'_, '_> {
                     prepend_if_missing,
                     matching,
                 } => {
-                    let line = self.render(prepend_if_missing);
-                    let re = match matching {
-                        Some(m) => Some(self.regex(m)?),
-                        None => None,
-                    };
-                    let present = lines.iter().any(|l| {
-                        l.trim_ascii_end() == line.as_bytes()
-                            || re.as_ref().is_some_and(|r| r.is_match(l))
-                    });
+                    let (line, present) =
+                        self.line_present(&lines, prepend_if_missing, matching.as_deref())?;
                     if !present {
                         lines.insert(0, line.into_bytes());
                         trailing = true;
