@@ -11,6 +11,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::ext4_partition;
+
 const BIN: &str = env!("CARGO_BIN_EXE_imgscrub");
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -316,19 +319,7 @@ fn suite(format: &str, cases: usize, seed: u64) {
     );
     let raw = std::fs::read(&raw_path).unwrap();
     // Root partition from the pristine image.
-    let o = run_ok(Command::new(BIN).args(["inspect", "--json"]).arg(&raw_path));
-    let v: serde_json::Value = serde_json::from_str(&o).unwrap();
-    let part = v["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["filesystem"]["type"] == "ext4")
-        .unwrap()
-        .clone();
-    let root = (
-        part["start"].as_u64().unwrap(),
-        part["size"].as_u64().unwrap(),
-    );
+    let root = ext4_partition(&raw_path);
     let root_fs = t.path().join("root.ext4");
     std::fs::write(&root_fs, &raw[root.0 as usize..(root.0 + root.1) as usize]).unwrap();
     let (pristine, regions) = if format == "raw" {

@@ -5,28 +5,13 @@
 
 use imgscrub_testkit::{assert_e2fsck_clean, debugfs, make_ext4, require_tools, run, run_ok, tool};
 use std::path::Path;
-use std::process::{Command, Output};
+
+mod common;
+use common::{imgscrub, ok};
 
 const MIB: u64 = 1 << 20;
 // Partition 1: ESP at 1 MiB (16 MiB), 2: /boot at 17 MiB (24 MiB), 3: root at 41 MiB (48 MiB).
 const PARTS: [(u64, u64); 3] = [(MIB, 16 * MIB), (17 * MIB, 24 * MIB), (41 * MIB, 48 * MIB)];
-
-fn imgscrub(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imgscrub"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = imgscrub(args);
-    assert!(
-        o.status.success(),
-        "imgscrub {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
 
 fn extract(disk: &Path, part: usize, out: &Path) {
     let (start, size) = PARTS[part];

@@ -4,24 +4,10 @@
 
 use imgscrub_testkit::{assert_e2fsck_clean, fixture, require_tools, run, run_ok, tool};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn imgscrub(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imgscrub"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = imgscrub(args);
-    assert!(
-        o.status.success(),
-        "imgscrub {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
+mod common;
+use common::{imgscrub, ok, root_fs};
 
 fn sample(dir: &Path) -> PathBuf {
     let p = dir.join("sample.qcow2");
@@ -31,34 +17,6 @@ fn sample(dir: &Path) -> PathBuf {
 
 fn bytes(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap()
-}
-
-/// The root partition of a disk image (raw or qcow2) as a file of its own.
-fn root_fs(dir: &Path, disk: &Path) -> PathBuf {
-    let v: serde_json::Value =
-        serde_json::from_str(&ok(&["inspect", "--json", disk.to_str().unwrap()])).unwrap();
-    let part = v["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["filesystem"]["type"] == "ext4")
-        .unwrap()
-        .clone();
-    let (start, size) = (
-        part["start"].as_u64().unwrap(),
-        part["size"].as_u64().unwrap(),
-    );
-    let raw = dir.join("whole.raw");
-    run_ok(
-        tool("qemu-img")
-            .args(["convert", "-O", "raw"])
-            .arg(disk)
-            .arg(&raw),
-    );
-    let data = bytes(&raw);
-    let out = dir.join("root.ext4");
-    std::fs::write(&out, &data[start as usize..(start + size) as usize]).unwrap();
-    out
 }
 
 fn zerofree_nonzero(fs: &Path) -> u64 {

@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::root_fs;
+
 const BIN: &str = env!("CARGO_BIN_EXE_imgscrub");
 const FROZEN: &str = "2024-01-01 00:00:00";
 
@@ -91,36 +94,6 @@ fn sample(dir: &Path, format: &str) -> PathBuf {
             .arg(&r),
     );
     r
-}
-
-/// The ext4 root partition of `disk` extracted to a file of its own.
-fn root_fs(dir: &Path, disk: &Path) -> PathBuf {
-    let o = imgscrub(&["inspect", "--json", disk.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let part = v["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["filesystem"]["type"] == "ext4")
-        .unwrap()
-        .clone();
-    let (start, size) = (
-        part["start"].as_u64().unwrap() as usize,
-        part["size"].as_u64().unwrap() as usize,
-    );
-    let raw = dir.join("check-whole.raw");
-    run_ok(
-        tool("qemu-img")
-            .args(["convert", "-O", "raw"])
-            .arg(disk)
-            .arg(&raw),
-    );
-    let data = bytes(&raw);
-    let out = dir.join("check-root.ext4");
-    std::fs::write(&out, &data[start..start + size]).unwrap();
-    std::fs::remove_file(&raw).unwrap();
-    out
 }
 
 fn identical(a: &Path, b: &Path) -> bool {
