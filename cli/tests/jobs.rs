@@ -168,6 +168,81 @@ fn bad_arguments_fail_cleanly() {
     assert_eq!(bytes(&img), std::fs::read(fixture("sample.qcow2")).unwrap());
 }
 
+/// An output that names the input (or its backing file) by another path, a hard link or a
+/// symbolic link is refused before anything is written; a directory or device as output is
+/// refused; a failed conversion leaves an existing output as it was and no temporary file.
+#[test]
+fn outputs_that_alias_the_input_are_refused() {
+    require_tools!("qemu-img");
+    let t = tempfile::tempdir().unwrap();
+    let img = sample(t.path());
+    let orig = bytes(&img);
+    let dir = t.path().to_str().unwrap();
+    std::fs::hard_link(&img, t.path().join("hard.qcow2")).unwrap();
+    std::os::unix::fs::symlink("sample.qcow2", t.path().join("link.qcow2")).unwrap();
+    // An overlay whose backing file is the sample.
+    let overlay = t.path().join("overlay.qcow2");
+    run_ok(
+        tool("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+            .arg(&img)
+            .arg(&overlay),
+    );
+    let o = overlay.to_str().unwrap();
+    let dotted = format!("{dir}/./sample.qcow2");
+    let hard = format!("{dir}/hard.qcow2");
+    let link = format!("{dir}/link.qcow2");
+    let s = img.to_str().unwrap();
+    for args in [
+        vec!["convert", s, &dotted],
+        vec!["convert", s, &hard],
+        vec!["convert", "-O", "raw", "--compress", "none", s, &link],
+        vec!["convert", o, &dotted],
+        vec!["prepare", s, "--profile", "linux", "--output", &hard],
+        vec!["prepare", o, "--profile", "linux", "--output", &link],
+    ] {
+        let out = imgscrub(&args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("the output is the same file as"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(bytes(&img), orig, "{args:?} changed the input");
+    }
+    for bad in [dir, "/dev/null"] {
+        let out = imgscrub(&["convert", s, bad]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("is not a regular file"), "{bad}: {err}");
+    }
+    // A converter that fails half-way (unreadable input past its header) keeps the old output.
+    let broken = t.path().join("broken.qcow2");
+    std::fs::write(&broken, &orig[..orig.len() / 2]).unwrap();
+    let prev = t.path().join("prev.qcow2");
+    std::fs::write(&prev, b"previous").unwrap();
+    let out = imgscrub(&["convert", broken.to_str().unwrap(), prev.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert_eq!(bytes(&prev), b"previous");
+    let leftovers: Vec<_> = std::fs::read_dir(t.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".imgscrub-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    // Through a symbolic link to another file, the link stays and its target is replaced.
+    let target = t.path().join("target.qcow2");
+    std::fs::write(&target, b"old").unwrap();
+    std::os::unix::fs::symlink("target.qcow2", t.path().join("to-target.qcow2")).unwrap();
+    ok(&["convert", "-q", s, &format!("{dir}/to-target.qcow2")]);
+    assert!(t.path().join("to-target.qcow2").is_symlink());
+    run_ok(
+        tool("qemu-img")
+            .args(["compare", "-q"])
+            .arg(&img)
+            .arg(&target),
+    );
+}
+
 /// Reproducible output: with `SOURCE_DATE_EPOCH` (or --timestamp) two runs of the same
 /// one-pass prepare give byte-identical images; without it the times differ.
 #[test]

@@ -152,8 +152,11 @@ pub fn run(a: &Args) -> Result<()> {
         }
         return Ok(());
     };
-    if out == &a.image {
-        bail!("--output must differ from the input (for in-place preparation, leave --output out)");
+    if out == &a.image || imgscrub::shrink::same_file(out, &a.image) {
+        bail!(
+            "{}: the output is the same file as the input (for in-place preparation, leave --output out)",
+            out.display()
+        );
     }
     let img = super::open_image(
         &a.image,

@@ -21,6 +21,10 @@ pub struct OutputArgs {
     /// qcow2 cluster size in bytes (power of two, 512 to 2097152).
     #[arg(long, value_name = "BYTES", default_value_t = 65536)]
     pub cluster_size: u32,
+    /// fsync the output before exiting. Like `qemu-img convert`, imgscrub does not by
+    /// default; either way the output appears under its name only once it is complete.
+    #[arg(long)]
+    pub sync: bool,
 }
 
 impl OutputArgs {
@@ -47,7 +51,7 @@ impl OutputArgs {
             level: self.level,
             cluster_size: self.cluster_size,
             skip: None,
-            sync: true,
+            sync: self.sync,
         })
     }
 }
@@ -103,9 +107,8 @@ pub struct ConvertArgs {
 }
 
 pub fn convert(a: &ConvertArgs) -> Result<()> {
-    if a.input == a.output {
-        bail!("the output must differ from the input");
-    }
+    // An output naming the input (or a backing file) through any path is refused by
+    // `Image::convert`, before anything is written.
     let start = Instant::now();
     let img = super::open_image(
         &a.input,

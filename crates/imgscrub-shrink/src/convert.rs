@@ -13,12 +13,12 @@
 
 use crate::compress::{ClusterCompressor, Compression, is_zero};
 use crate::error::{Result, ShrinkError};
+use crate::output::OutputFile;
 use crate::progress::Progress;
 use crate::qcow2_out::{ClusterData, Qcow2Params, Qcow2Stream};
 use crate::rangeset::RangeSet;
 use imgscrub_disk::{AllocKind, BlockDev};
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
@@ -58,7 +58,8 @@ pub struct ConvertOptions<'a> {
     /// Byte ranges of the input known to be free: they read as zeros in the output and are
     /// never read.
     pub skip: Option<&'a RangeSet>,
-    /// fsync the output before returning.
+    /// fsync the output (and its directory) before returning. Off by default, as in
+    /// `qemu-img convert`: the output is complete and renamed into place either way.
     pub sync: bool,
 }
 
@@ -131,7 +132,9 @@ struct Pipeline {
     pool: Vec<Vec<u8>>,
 }
 
-/// Convert `input` to `out_path` (created or truncated).
+/// Convert `input` to `out_path`. The output is written under a temporary name in the same
+/// directory and renamed to `out_path` only when complete ([`OutputFile`]): on error nothing
+/// is left behind and an existing file at `out_path` is untouched.
 pub fn convert(
     input: &dyn BlockDev,
     out_path: &Path,
@@ -466,29 +469,18 @@ impl Sink {
 }
 
 struct RawSink {
-    file: std::fs::File,
-    path: std::path::PathBuf,
+    out: OutputFile,
     cs: u64,
     len: u64,
 }
 
 impl RawSink {
     fn create(path: &Path, len: u64, cs: u64) -> Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
-            .map_err(|e| ShrinkError::io(format!("create {}", path.display()), e))?;
-        file.set_len(len)
-            .map_err(|e| ShrinkError::io(format!("resize {}", path.display()), e))?;
-        Ok(RawSink {
-            file,
-            path: path.to_path_buf(),
-            cs,
-            len,
-        })
+        let out = OutputFile::create(path)?;
+        out.file()
+            .set_len(len)
+            .map_err(|e| ShrinkError::io(format!("resize {}", out.dest().display()), e))?;
+        Ok(RawSink { out, cs, len })
     }
 
     /// Write the non-zero 4 KiB runs of one cluster; returns bytes written.
@@ -517,12 +509,12 @@ impl RawSink {
     }
 
     fn put(&self, data: &[u8], at: u64) -> Result<u64> {
-        self.file.write_all_at(data, at).map_err(|e| {
+        self.out.file().write_all_at(data, at).map_err(|e| {
             ShrinkError::io(
                 format!(
                     "write {} bytes at {at:#x} of {}",
                     data.len(),
-                    self.path.display()
+                    self.out.dest().display()
                 ),
                 e,
             )
@@ -531,11 +523,7 @@ impl RawSink {
     }
 
     fn finish(self, sync: bool) -> Result<(u64, u64)> {
-        if sync {
-            self.file
-                .sync_all()
-                .map_err(|e| ShrinkError::io(format!("fsync {}", self.path.display()), e))?;
-        }
+        self.out.commit(sync)?;
         Ok((self.len, 0))
     }
 }

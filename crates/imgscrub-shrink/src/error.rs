@@ -28,6 +28,14 @@ pub enum ShrinkError {
         /// The library's message.
         detail: String,
     },
+    /// The output path cannot be written as an image file (a directory, a device…).
+    #[error("{}: {reason}", path.display())]
+    Output {
+        /// The output path given.
+        path: std::path::PathBuf,
+        /// Why it is refused.
+        reason: &'static str,
+    },
     /// An option is out of range (cluster size, level, format/compression combination).
     #[error("invalid option: {0}")]
     InvalidOption(String),

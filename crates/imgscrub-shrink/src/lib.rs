@@ -35,6 +35,7 @@
 pub mod compress;
 pub mod convert;
 mod error;
+pub mod output;
 pub mod progress;
 pub mod qcow2_out;
 mod rangeset;
@@ -43,6 +44,7 @@ pub mod sparsify;
 pub use compress::Compression;
 pub use convert::{ConvertOptions, ConvertReport, OutputFormat, convert};
 pub use error::{Result, ShrinkError};
+pub use output::{OutputFile, same_file};
 pub use progress::{NoProgress, Progress};
 pub use qcow2_out::{ClusterData, Qcow2Params, Qcow2Stream, Qcow2Summary};
 pub use rangeset::RangeSet;

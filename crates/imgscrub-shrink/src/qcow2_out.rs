@@ -25,10 +25,10 @@
 
 use crate::compress::Compression;
 use crate::error::{Result, ShrinkError};
+use crate::output::OutputFile;
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const QCOW_MAGIC: u32 = 0x5146_49fb;
 /// L1/L2 entry flag: refcount is exactly one.
@@ -114,8 +114,7 @@ pub struct Qcow2Summary {
 /// [`finish`](Self::finish).
 #[derive(Debug)]
 pub struct Qcow2Stream {
-    file: File,
-    path: PathBuf,
+    out: OutputFile,
     p: Qcow2Params,
     cluster_bits: u32,
     cs: u64,
@@ -159,17 +158,11 @@ impl Refcounts {
 }
 
 impl Qcow2Stream {
-    /// Create (or truncate) `path` and start a qcow2 file.
+    /// Start a qcow2 file that becomes `path` when [`finish`](Self::finish) succeeds (it is
+    /// written under a temporary name next to it until then: see [`OutputFile`]).
     pub fn create(path: impl AsRef<Path>, p: Qcow2Params) -> Result<Self> {
         p.validate()?;
-        let path = path.as_ref().to_path_buf();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(|e| ShrinkError::io(format!("create {}", path.display()), e))?;
+        let out = OutputFile::create(path.as_ref())?;
         let cs = u64::from(p.cluster_size);
         let cluster_bits = p.cluster_size.trailing_zeros();
         let l2_entries = cs / 8;
@@ -179,8 +172,7 @@ impl Qcow2Stream {
         // refcount_bits = 16: cs / 2 entries per refcount block.
         let per_block = cs * 8 / (1 << REFCOUNT_ORDER);
         let mut s = Qcow2Stream {
-            file,
-            path,
+            out,
             p,
             cluster_bits,
             cs,
@@ -248,12 +240,12 @@ impl Qcow2Stream {
     }
 
     fn write_now(&self, buf: &[u8], off: u64) -> Result<()> {
-        self.file.write_all_at(buf, off).map_err(|e| {
+        self.out.file().write_all_at(buf, off).map_err(|e| {
             ShrinkError::io(
                 format!(
                     "write {} bytes at {off:#x} of {}",
                     buf.len(),
-                    self.path.display()
+                    self.out.dest().display()
                 ),
                 e,
             )
@@ -462,7 +454,8 @@ impl Qcow2Stream {
     /// Write the remaining metadata, the L1 table and the header. The file is complete and
     /// consistent only after this returns.
     ///
-    /// With `sync`, the file is fsynced before returning.
+    /// Then the file gets its final name; with `sync`, it is fsynced first (and its directory
+    /// after the rename). Dropping the stream before this removes the unfinished file.
     pub fn finish(mut self, sync: bool) -> Result<Qcow2Summary> {
         self.flush_l2()?;
         self.comp_off = 0;
@@ -556,15 +549,12 @@ impl Qcow2Stream {
         self.pwrite(&h, 0)?;
         self.flush_writes()?;
         let size = self.next_free * self.cs;
-        self.file
+        self.out
+            .file()
             .set_len(size)
-            .map_err(|e| ShrinkError::io(format!("resize {}", self.path.display()), e))?;
+            .map_err(|e| ShrinkError::io(format!("resize {}", self.out.dest().display()), e))?;
         self.sum.file_size = size;
-        if sync {
-            self.file
-                .sync_all()
-                .map_err(|e| ShrinkError::io(format!("fsync {}", self.path.display()), e))?;
-        }
+        self.out.commit(sync)?;
         Ok(self.sum)
     }
 }

@@ -333,6 +333,9 @@ fn a_read_error_stops_every_worker() {
     let dir = tempfile::tempdir().unwrap();
     let data: Vec<u8> = (0..64u32 << 20).map(|i| (i % 251) as u8).collect();
     let dev = Failing(imgscrub_disk::MemDev::from_vec(data));
+    // An existing output is untouched by a failed conversion, and nothing else is left.
+    let out = dir.path().join("out.qcow2");
+    std::fs::write(&out, b"previous output").unwrap();
     for threads in [1, 2, 4] {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -343,5 +346,7 @@ fn a_read_error_stops_every_worker() {
             .install(|| convert(&dev, &out, &ConvertOptions::default(), &NoProgress))
             .unwrap_err();
         assert!(err.to_string().contains("unreadable sector"), "{err}");
+        assert_eq!(std::fs::read(&out).unwrap(), b"previous output");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

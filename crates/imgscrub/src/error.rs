@@ -48,6 +48,16 @@ pub enum Error {
     /// Finishing or rolling back an interrupted change (the redo log) failed.
     #[error("{0}")]
     Redo(#[from] imgscrub_disk::RedoError),
+    /// The output of a conversion names the input image or one of its backing files
+    /// (through another path, a hard link or a symbolic link): writing it would destroy
+    /// what is being read.
+    #[error("{}: the output is the same file as {} (choose another output path)", output.display(), input.display())]
+    OutputIsInput {
+        /// The output path given.
+        output: PathBuf,
+        /// The input (or backing file) it names.
+        input: PathBuf,
+    },
     /// Writing was asked of an image opened read-only.
     #[error("{}: opened read-only; open it for writing to change it", path.display())]
     ReadOnly {

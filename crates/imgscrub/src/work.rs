@@ -19,7 +19,7 @@ use imgscrub_prepare::{Options as PrepareOptions, Profile, Report as PrepareRepo
 use imgscrub_shrink::{
     ConvertOptions, ConvertReport, Progress, SparsifyOptions, SparsifyReport, free_ranges_of_disk,
 };
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The guest's root filesystem (or a chosen partition), opened over a staging overlay.
@@ -292,6 +292,7 @@ impl Image {
         convert: &ConvertOptions<'_>,
         progress: &dyn Progress,
     ) -> Result<(PrepareOutcome, ConvertReport)> {
+        self.check_output(out)?;
         let mut g = self.guest(partition, true)?;
         let mut report = imgscrub_prepare::prepare(g.fs_mut(), profile, opts)?;
         report.warnings.extend(g.warnings().iter().cloned());
@@ -312,6 +313,21 @@ impl Image {
             },
             conv,
         ))
+    }
+
+    /// Refuse an output path that names the image or a file of its backing chain.
+    pub fn check_output(&self, out: &Path) -> Result<()> {
+        let inputs = std::iter::once(self.path().to_path_buf())
+            .chain(self.backing_chain().iter().map(|b| PathBuf::from(&b.path)));
+        for input in inputs {
+            if imgscrub_shrink::same_file(out, &input) {
+                return Err(Error::OutputIsInput {
+                    output: out.to_path_buf(),
+                    input,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Make the free space of every filesystem, swap area and partition gap read as zeros,
@@ -341,6 +357,7 @@ impl Image {
         sparsify: bool,
         progress: &dyn Progress,
     ) -> Result<ConvertReport> {
+        self.check_output(out)?;
         let disk = self.device();
         if sparsify {
             let free = free_ranges_of_disk(disk.as_ref())?;
