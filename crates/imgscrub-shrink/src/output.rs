@@ -191,7 +191,7 @@ mod tests {
         let dest = d.path().join("out.img");
         std::fs::write(&dest, b"old").unwrap();
         let o = OutputFile::create(&dest).unwrap();
-        (&*o.file()).write_all(b"new").unwrap();
+        o.file().write_all(b"new").unwrap();
         // Until the commit, the old file is untouched.
         assert_eq!(std::fs::read(&dest).unwrap(), b"old");
         assert_eq!(names(d.path()).len(), 2);
@@ -200,7 +200,7 @@ mod tests {
         assert_eq!(names(d.path()), ["out.img"]);
 
         let o = OutputFile::create(&dest).unwrap();
-        (&*o.file()).write_all(b"half").unwrap();
+        o.file().write_all(b"half").unwrap();
         drop(o);
         assert_eq!(std::fs::read(&dest).unwrap(), b"new");
         assert_eq!(names(d.path()), ["out.img"]);
@@ -214,7 +214,7 @@ mod tests {
         let link = d.path().join("link.img");
         std::os::unix::fs::symlink("real.img", &link).unwrap();
         let o = OutputFile::create(&link).unwrap();
-        (&*o.file()).write_all(b"new").unwrap();
+        o.file().write_all(b"new").unwrap();
         o.commit(false).unwrap();
         assert!(
             std::fs::symlink_metadata(&link)
