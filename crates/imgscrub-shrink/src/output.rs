@@ -98,7 +98,7 @@ impl OutputFile {
                 .sync_all()
                 .map_err(|e| ShrinkError::io(format!("fsync {}", self.tmp.display()), e))?;
         }
-        std::fs::rename(&self.tmp, &self.dest).map_err(|e| {
+        let exchanged = replace(&self.tmp, &self.dest).map_err(|e| {
             ShrinkError::io(
                 format!("rename {} to {}", self.tmp.display(), self.dest.display()),
                 e,
@@ -114,6 +114,12 @@ impl OutputFile {
                 .and_then(|d| d.sync_all())
                 .map_err(|e| ShrinkError::io(format!("fsync {}", dir.display()), e))?;
         }
+        if exchanged {
+            // The temporary name now holds the previous file.
+            std::fs::remove_file(&self.tmp).map_err(|e| {
+                ShrinkError::io(format!("remove the replaced {}", self.tmp.display()), e)
+            })?;
+        }
         Ok(())
     }
 }
@@ -124,6 +130,28 @@ impl Drop for OutputFile {
             // Best effort: the error that got us here is the one worth reporting.
             let _ = std::fs::remove_file(&self.tmp);
         }
+    }
+}
+
+/// Put `tmp` in place of `dest` atomically. Returns true when an existing `dest` was
+/// exchanged with `tmp` (the caller removes `tmp`, now the old file), false after a plain
+/// rename.
+///
+/// Why exchange rather than rename over: when a rename replaces an existing file, ext4 (with
+/// its default `auto_da_alloc`) starts writeback of the whole new file inside `rename()`, which
+/// costs about what an fsync does; `RENAME_EXCHANGE` followed by removing the old file is just
+/// as atomic (the name always holds a complete file) without that. Filesystems without
+/// `RENAME_EXCHANGE` get the plain rename.
+fn replace(tmp: &Path, dest: &Path) -> io::Result<bool> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    use rustix::io::Errno;
+    match renameat_with(CWD, tmp, CWD, dest, RenameFlags::EXCHANGE) {
+        Ok(()) => Ok(true),
+        // No file to exchange with, or no support for exchanging here.
+        Err(Errno::NOENT | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
+            std::fs::rename(tmp, dest).map(|()| false)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
