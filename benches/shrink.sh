@@ -75,7 +75,7 @@ vsize=$(stat -c %s "$disk")
 # measure NAME CMD...: wall seconds, peak RSS (KiB) and CPU seconds (user + sys) into
 # $secs / $rss / $cpu: the run with the median wall time of RUNS runs (default 3; zerofree,
 # which changes its input, runs once). The files are read before each run so that every run
-# starts from the page cache.
+# starts from the page cache, and the variant's previous output ($name.qcow2) is deleted.
 measure() {
   local name=$1; shift
   local n=${RUNS:-3}
@@ -84,6 +84,9 @@ measure() {
   : > "time.$name.all"
   for i in $(seq 1 "$n"); do
     cat "$disk" zf.raw > /dev/null 2>&1 || true
+    # Every run writes a new file: deleting the previous output (qemu-img truncates it, we
+    # replace it) is file-system work common to both, left out of the timing.
+    rm -f "$name.qcow2"
     ${NICE:+nice -n "$NICE"} /usr/bin/time -f '%e %M %U %S' -o "time.$name" "$@" >/dev/null
     cat "time.$name" >> "time.$name.all"
   done

@@ -108,28 +108,41 @@ impl ClusterCompressor {
     /// `input.len() − 1` bytes long (qemu's rule), `None` when the cluster should be stored
     /// uncompressed (or compression is off).
     pub fn compress(&mut self, input: &[u8]) -> Result<Option<&[u8]>> {
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        let r = self.compress_append(input, &mut out);
+        self.out = out;
+        Ok(r?.then_some(self.out.as_slice()))
+    }
+
+    /// Compress one cluster onto the end of `out` (no intermediate copy). Returns true when
+    /// the compressed bytes, at most `input.len() − 1` long (qemu's rule), were appended;
+    /// false, with `out` as it was, when the cluster should be stored uncompressed.
+    pub fn compress_append(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<bool> {
         let max = input.len().saturating_sub(1);
         if max == 0 {
-            return Ok(None);
+            return Ok(false);
         }
-        self.out.resize(max, 0);
-        let n = match self.kind {
-            Compression::None => return Ok(None),
+        let at = out.len();
+        out.reserve(max);
+        let fits = match self.kind {
+            Compression::None => false,
             Compression::Zlib => {
                 let Some(z) = self.zlib.as_mut() else {
-                    return Ok(None);
+                    return Ok(false);
                 };
                 z.reset();
-                match z.compress(input, &mut self.out, FlushCompress::Finish) {
-                    Ok(Status::StreamEnd) => usize::try_from(z.total_out()).unwrap_or(usize::MAX),
+                match z.compress_vec(input, out, FlushCompress::Finish) {
+                    Ok(Status::StreamEnd) => true,
                     // Output full before the end of the stream: does not compress. zlib-rs
                     // 0.6 panics in the next stream after `reset()` of a stream that ran out
                     // of output space (pending-buffer assertion), so start afresh instead.
                     Ok(Status::Ok) | Ok(Status::BufError) => {
                         *z = new_deflate(self.level);
-                        return Ok(None);
+                        false
                     }
                     Err(e) => {
+                        out.truncate(at);
                         return Err(ShrinkError::Compress {
                             codec: "zlib",
                             detail: e.to_string(),
@@ -139,16 +152,20 @@ impl ClusterCompressor {
             }
             Compression::Zstd => {
                 let Some(z) = self.zstd.as_mut() else {
-                    return Ok(None);
+                    return Ok(false);
                 };
-                match z.compress_to_buffer(input, self.out.as_mut_slice()) {
-                    Ok(n) => n,
-                    // "Destination buffer is too small": does not compress.
-                    Err(_) => return Ok(None),
-                }
+                let mut cursor = std::io::Cursor::new(&mut *out);
+                cursor.set_position(at as u64);
+                // An error is "destination buffer is too small": does not compress.
+                z.compress_to_buffer(input, &mut cursor).is_ok()
             }
         };
-        Ok(self.out.get(..n).filter(|s| s.len() <= max))
+        if fits && out.len() - at <= max {
+            Ok(true)
+        } else {
+            out.truncate(at);
+            Ok(false)
+        }
     }
 }
 
@@ -239,6 +256,36 @@ mod tests {
         }
         let mut c = ClusterCompressor::new(Compression::None, 0).unwrap();
         assert!(c.compress(&sample(4096)).unwrap().is_none());
+    }
+
+    #[test]
+    fn compress_append_appends_or_leaves_the_buffer_alone() {
+        let mut seed = 3u64;
+        let noise: Vec<u8> = (0..65536)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        let text = sample(65536);
+        for k in [Compression::Zlib, Compression::Zstd] {
+            let mut c = ClusterCompressor::new(k, k.default_level()).unwrap();
+            let alone = c.compress(&text).unwrap().unwrap().to_vec();
+            let mut out = b"prefix".to_vec();
+            assert!(c.compress_append(&text, &mut out).unwrap());
+            assert_eq!(&out[..6], b"prefix");
+            assert_eq!(&out[6..], alone.as_slice(), "{k:?}");
+            // With lots of spare capacity, incompressible data is still refused.
+            let mut big = Vec::with_capacity(1 << 20);
+            big.extend_from_slice(b"xy");
+            assert!(!c.compress_append(&noise, &mut big).unwrap(), "{k:?}");
+            assert_eq!(big, b"xy");
+            // And the compressor is still good afterwards.
+            assert!(c.compress_append(&text, &mut big).unwrap());
+            assert_eq!(&big[2..], alone.as_slice(), "{k:?}");
+        }
     }
 
     #[test]

@@ -370,12 +370,37 @@ impl Ctx<'_> {
             return (0..gn).map(|_| Ok(Out::Zero)).collect();
         }
         // Whole clusters: the tail cluster is zero-padded. The buffer is the worker's, reused
-        // from group to group (a fresh 1 MiB allocation is an mmap and 256 page faults).
+        // from group to group (a fresh 1 MiB allocation is an mmap and 256 page faults). Only
+        // clusters that hold data are filled: their bytes outside `ranges` are zeroed, the
+        // other clusters are zero without being touched, tested or compressed.
         let Worker { comp, buf, data } = w;
-        buf.clear();
+        let csz = cs as usize;
         buf.resize((gn * cs) as usize, 0);
-        for (s, e) in ranges {
+        let mut touched = vec![false; gn as usize];
+        for &(s, e) in &ranges {
+            let (a, b) = ((s - off) / cs, (e - 1 - off) / cs);
+            for t in touched.iter_mut().take(b as usize + 1).skip(a as usize) {
+                *t = true;
+            }
+        }
+        // Zero the bytes of `a..b` that lie in clusters holding data.
+        let zero_gap = |buf: &mut Vec<u8>, a: usize, b: usize| {
+            if a >= b {
+                return;
+            }
+            for i in a / csz..=(b - 1) / csz {
+                if touched.get(i) == Some(&true) {
+                    let (z0, z1) = (a.max(i * csz), b.min((i + 1) * csz));
+                    if let Some(z) = buf.get_mut(z0..z1) {
+                        z.fill(0);
+                    }
+                }
+            }
+        };
+        let mut pos = 0usize;
+        for &(s, e) in &ranges {
             let at = (s - off) as usize;
+            zero_gap(buf, pos, at);
             let Some(dst) = buf.get_mut(at..at + (e - s) as usize) else {
                 let err = ShrinkError::InvalidOption("allocation range outside the group".into());
                 return vec![Err(err)];
@@ -383,10 +408,13 @@ impl Ctx<'_> {
             if let Err(e) = self.input.read_at(dst, s) {
                 return vec![Err(e.into())];
             }
+            pos = at + (e - s) as usize;
         }
-        buf.chunks(cs as usize)
-            .map(|cluster| {
-                if is_zero(cluster) {
+        zero_gap(buf, pos, buf.len());
+        buf.chunks(csz)
+            .zip(&touched)
+            .map(|(cluster, &touched)| {
+                if !touched || is_zero(cluster) {
                     return Ok(Out::Zero);
                 }
                 let comp = comp.as_mut().map_err(|e| ShrinkError::Compress {
@@ -394,15 +422,11 @@ impl Ctx<'_> {
                     detail: e.to_string(),
                 })?;
                 let at = data.len();
-                Ok(match comp.compress(cluster)? {
-                    Some(z) => {
-                        data.extend_from_slice(z);
-                        Out::Compressed(at..data.len())
-                    }
-                    None => {
-                        data.extend_from_slice(cluster);
-                        Out::Raw(at..data.len())
-                    }
+                Ok(if comp.compress_append(cluster, data)? {
+                    Out::Compressed(at..data.len())
+                } else {
+                    data.extend_from_slice(cluster);
+                    Out::Raw(at..data.len())
                 })
             })
             .collect()
