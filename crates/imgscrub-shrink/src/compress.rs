@@ -188,6 +188,18 @@ mod tests {
         (0..len).map(|i| (i / 7 % 251) as u8).collect()
     }
 
+    /// Incompressible bytes (xorshift64).
+    fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    }
+
     #[test]
     fn zlib_is_raw_deflate_with_a_4k_window() {
         let data = sample(65536);
@@ -210,18 +222,10 @@ mod tests {
     #[test]
     fn zlib_reuse_after_an_incompressible_cluster() {
         // Alternate incompressible and compressible 4 KiB clusters through one compressor.
-        let mut seed = 7u64;
         let mut c = ClusterCompressor::new(Compression::Zlib, 6).unwrap();
         for i in 0..64 {
             let data: Vec<u8> = if i % 2 == 0 {
-                (0..4096)
-                    .map(|_| {
-                        seed ^= seed << 13;
-                        seed ^= seed >> 7;
-                        seed ^= seed << 17;
-                        seed as u8
-                    })
-                    .collect()
+                noise(4096, 7 + i)
             } else {
                 sample(4096)
             };
@@ -241,15 +245,7 @@ mod tests {
 
     #[test]
     fn incompressible_is_stored() {
-        let mut seed = 1u64;
-        let data: Vec<u8> = (0..65536)
-            .map(|_| {
-                seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (seed >> 56) as u8
-            })
-            .collect();
+        let data = noise(65536, 1);
         for k in [Compression::Zlib, Compression::Zstd] {
             let mut c = ClusterCompressor::new(k, k.default_level()).unwrap();
             assert!(c.compress(&data).unwrap().is_none(), "{k:?}");
@@ -260,15 +256,7 @@ mod tests {
 
     #[test]
     fn compress_append_appends_or_leaves_the_buffer_alone() {
-        let mut seed = 3u64;
-        let noise: Vec<u8> = (0..65536)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed as u8
-            })
-            .collect();
+        let noise = noise(65536, 3);
         let text = sample(65536);
         for k in [Compression::Zlib, Compression::Zstd] {
             let mut c = ClusterCompressor::new(k, k.default_level()).unwrap();
