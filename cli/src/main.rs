@@ -80,11 +80,27 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Err(e) if interrupted(&e) => {
+            eprintln!("imgscrub: interrupted: stopped before writing anything");
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("imgscrub: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// True when the job stopped because of Ctrl-C / SIGTERM (see `progress::Bar`).
+fn interrupted(e: &anyhow::Error) -> bool {
+    use imgscrub::shrink::ShrinkError;
+    e.chain().any(|c| {
+        matches!(c.downcast_ref(), Some(ShrinkError::Cancelled))
+            || matches!(
+                c.downcast_ref(),
+                Some(imgscrub::Error::Shrink(ShrinkError::Cancelled))
+            )
+    })
 }
 
 /// The error and its causes joined with ": " on one line. Library errors already include

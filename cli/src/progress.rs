@@ -3,20 +3,36 @@
 use imgscrub::shrink::Progress;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
-/// An indicatif bar per phase.
+/// An indicatif bar per phase, and the Ctrl-C of a long job.
 pub struct Bar {
     enabled: bool,
     bar: Mutex<Option<ProgressBar>>,
+    interrupted: Arc<AtomicBool>,
 }
 
 impl Bar {
     /// A bar that draws only when stderr is a terminal and `quiet` is off.
+    ///
+    /// From now on the first SIGINT (Ctrl-C) or SIGTERM asks the job to stop at its next
+    /// safe point ([`Progress::cancelled`]): `convert` and `prepare --output` remove their
+    /// unfinished output, `sparsify` writes nothing. A second signal ends the process at once
+    /// (exit status 130), as an impatient user expects.
     pub fn new(quiet: bool) -> Bar {
+        let interrupted = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            // Registration order matters: the shutdown check runs first, so it sees the flag
+            // set only from the second signal on. Failing to register leaves the default
+            // action (the job dies at once), which is no worse than before.
+            let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, interrupted.clone());
+            let _ = signal_hook::flag::register(sig, interrupted.clone());
+        }
         Bar {
             enabled: !quiet && std::io::stderr().is_terminal(),
             bar: Mutex::new(None),
+            interrupted,
         }
     }
 }
@@ -47,5 +63,13 @@ impl Progress for Bar {
         if let Some(b) = self.bar.lock().unwrap_or_else(|p| p.into_inner()).take() {
             b.finish_and_clear();
         }
+    }
+
+    fn cancelled(&self) -> bool {
+        let stop = self.interrupted.load(Ordering::Relaxed);
+        if stop {
+            self.end();
+        }
+        stop
     }
 }

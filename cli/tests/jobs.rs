@@ -243,6 +243,47 @@ fn outputs_that_alias_the_input_are_refused() {
     );
 }
 
+/// Ctrl-C (SIGINT) during a long conversion: exit status 130, a one-line message, and neither
+/// the output nor a temporary file left behind.
+#[test]
+fn an_interrupted_convert_leaves_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    // 256 MiB of compressible text: zlib level 9 takes seconds on it.
+    let input = t.path().join("big.raw");
+    {
+        use std::io::Write;
+        let chunk: Vec<u8> = (0..1u32 << 20)
+            .flat_map(|i| format!("{:08x} ", i.wrapping_mul(2_654_435_761) % 9973).into_bytes())
+            .take(4 << 20)
+            .collect();
+        let mut f = std::fs::File::create(&input).unwrap();
+        for _ in 0..64 {
+            f.write_all(&chunk).unwrap();
+        }
+    }
+    let out = t.path().join("out.qcow2");
+    let child = Command::new(common::BIN)
+        .args(["convert", "-q", "--compress", "zlib", "--level", "9"])
+        .arg(&input)
+        .arg(&out)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    run_ok(Command::new("kill").args(["-INT", &child.id().to_string()]));
+    let started = std::time::Instant::now();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(started.elapsed().as_secs() < 5, "stopping took too long");
+    let names: Vec<_> = std::fs::read_dir(t.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["big.raw"]);
+}
+
 /// Reproducible output: with `SOURCE_DATE_EPOCH` (or --timestamp) two runs of the same
 /// one-pass prepare give byte-identical images; without it the times differ.
 #[test]

@@ -399,11 +399,14 @@ fn step(fs: &mut Fs, m: &mut Model, rng: &mut Rng, log: &mut Vec<String>, protec
             log.push(format!("write({ino}, off {off}, len {len})"));
             fs.write(ino, off, &buf).unwrap();
             if let Kind::File(d) = &mut m.node_mut(ino).kind {
+                // A write of zero bytes changes nothing, even past the end.
                 let end = off as usize + len;
-                if d.len() < end && len > 0 {
-                    d.resize(end, 0);
+                if len > 0 {
+                    if d.len() < end {
+                        d.resize(end, 0);
+                    }
+                    d[off as usize..end].copy_from_slice(&buf);
                 }
-                d[off as usize..off as usize + len].copy_from_slice(&buf);
             }
         }
         OpKind::Truncate => {

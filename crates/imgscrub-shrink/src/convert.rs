@@ -259,6 +259,9 @@ pub fn convert(
                         st = cond.wait(st).unwrap_or_else(|p| p.into_inner());
                     }
                 };
+                if progress.cancelled() {
+                    return Err(ShrinkError::Cancelled);
+                }
                 let (done, mut data) = sink.write_group(group, &mut report)?;
                 data.clear();
                 let mut st = lock();

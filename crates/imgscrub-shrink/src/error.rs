@@ -43,6 +43,9 @@ pub enum ShrinkError {
     /// hanging or aborting.
     #[error("internal error in a conversion worker: {0}")]
     Worker(String),
+    /// [`Progress::cancelled`](crate::Progress::cancelled) asked to stop.
+    #[error("cancelled")]
+    Cancelled,
     /// The output would exceed what the format can describe.
     #[error("output too large: {0}")]
     TooLarge(String),

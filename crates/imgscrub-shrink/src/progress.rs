@@ -9,6 +9,13 @@ pub trait Progress {
     fn advance(&self, _n: u64) {}
     /// The phase is over.
     fn end(&self) {}
+    /// True when the caller wants the operation stopped (Ctrl-C in the CLI). Long loops ask
+    /// between units of work and return [`ShrinkError::Cancelled`](crate::ShrinkError::Cancelled):
+    /// `convert` removes its unfinished output, an in-place `sparsify` on a staged image
+    /// writes nothing.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// A [`Progress`] that ignores everything.

@@ -12,7 +12,7 @@
 //! where a run does not cover whole blocks, overwritten with zeros.
 
 use crate::compress::is_zero;
-use crate::error::Result;
+use crate::error::{Result, ShrinkError};
 use crate::progress::Progress;
 use crate::rangeset::RangeSet;
 use imgscrub_disk::{
@@ -369,6 +369,9 @@ fn zero_range(
         let mut pos = a.offset;
         let mut buf = Vec::new();
         while pos < a_end {
+            if progress.cancelled() {
+                return Err(ShrinkError::Cancelled);
+            }
             let n = SCAN_CHUNK.min(a_end - pos);
             buf.resize(n as usize, 0);
             dev.read_at(&mut buf, pos)?;

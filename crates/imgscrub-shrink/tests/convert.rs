@@ -350,3 +350,30 @@ fn a_read_error_stops_every_worker() {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }
+
+/// `Progress::cancelled` stops a conversion part-way: `Cancelled`, and neither the output nor
+/// a temporary file is left.
+#[test]
+fn a_cancelled_conversion_leaves_nothing() {
+    struct CancelAfter(std::sync::atomic::AtomicU64);
+    impl imgscrub_shrink::Progress for CancelAfter {
+        fn advance(&self, _n: u64) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        fn cancelled(&self) -> bool {
+            self.0.load(std::sync::atomic::Ordering::Relaxed) >= 3
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..32u32 << 20).map(|i| (i / 3 % 251) as u8).collect();
+    let dev = imgscrub_disk::MemDev::from_vec(data);
+    let out = dir.path().join("out.qcow2");
+    let progress = CancelAfter(0.into());
+    let err = convert(&dev, &out, &ConvertOptions::default(), &progress).unwrap_err();
+    assert!(
+        matches!(err, imgscrub_shrink::ShrinkError::Cancelled),
+        "{err}"
+    );
+    assert_eq!(progress.0.load(std::sync::atomic::Ordering::Relaxed), 3);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
