@@ -11,7 +11,8 @@
 //! Reproduce a failure with the printed seed:
 //! `IMGSCRUB_PROP_SEED=<seed> IMGSCRUB_PROP_VARIANT=<variant> cargo test -p imgscrub-ext4 --test prop_edits`.
 //! `IMGSCRUB_PROP_CASES=<n>` runs n cases per variant (default 2); `IMGSCRUB_PROP_OPS=<n>`
-//! sets the number of edits per case (default 60).
+//! sets the number of edits per case (default 60); `IMGSCRUB_PROP_FIRST=<k>` starts at case k
+//! (a soak runs new cases: `IMGSCRUB_PROP_FIRST=100 IMGSCRUB_PROP_CASES=20`).
 
 use ext4_view::Ext4;
 use imgscrub_disk::RawFile;
@@ -1452,9 +1453,12 @@ fn prop_variant(variant: &str) {
     let ops = env_u64("IMGSCRUB_PROP_OPS").unwrap_or(60) as usize;
     let seeds: Vec<u64> = match env_u64("IMGSCRUB_PROP_SEED") {
         Some(s) => vec![s],
-        None => (0..env_u64("IMGSCRUB_PROP_CASES").unwrap_or(2))
-            .map(|c| variant_seed(variant, c))
-            .collect(),
+        None => {
+            let first = env_u64("IMGSCRUB_PROP_FIRST").unwrap_or(0);
+            (first..first + env_u64("IMGSCRUB_PROP_CASES").unwrap_or(2))
+                .map(|c| variant_seed(variant, c))
+                .collect()
+        }
     };
     for seed in seeds {
         eprintln!("prop_edits: variant {variant} seed {seed} ({ops} ops)");
