@@ -81,7 +81,9 @@ Examples:
   imgscrub convert --format raw --compress none disk.qcow2 disk.img
       a sparse raw file (zero runs stay holes)
 
-The same input and options always give a byte-identical output.")]
+The same input and options always give a byte-identical output. The output is written under
+a temporary name and renamed into place when complete; Ctrl-C stops the job and removes it
+(exit status 130). An output that is the input, or its backing file, is refused.")]
 pub struct ConvertArgs {
     /// The input image (raw or qcow2; only read).
     pub input: PathBuf,
@@ -153,7 +155,8 @@ Examples:
 
 Zeroes the free blocks of ext2/3/4 and FAT, swap areas (keeping their header page) and the
 gaps between partitions (never the partition tables or a BIOS boot partition). What already
-reads as zero is not rewritten.")]
+reads as zero is not rewritten. The image changes only when the whole job succeeded: Ctrl-C
+stops it with the image untouched (exit status 130).")]
 pub struct SparsifyArgs {
     /// The image, edited in place.
     pub image: PathBuf,
