@@ -7,7 +7,7 @@ use std::process::Command;
 
 use imgscrub_disk::RawFile;
 use imgscrub_ext4::{Ext4Fs, NewAttr, OpenOptions};
-use imgscrub_testkit::{debugfs, make_ext4, require_tools, run_ok};
+use imgscrub_testkit::{debugfs, make_ext4, random_bytes, require_tools, run_ok};
 
 /// Also fail on e2fsck's optimisation hints ("extent tree could be shorter / narrower": not
 /// errors, exit code 0): `Ext4Fs` repacks trees with `mapping::optimize` after its edits.
@@ -29,18 +29,6 @@ fn assert_e2fsck_clean(image: &Path) {
         }
         eprintln!("e2fsck hint (not an error):\n{text}");
     }
-}
-
-fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn open_rw(path: &Path) -> Ext4Fs<RawFile> {

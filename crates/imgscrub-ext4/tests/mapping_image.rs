@@ -11,7 +11,7 @@ use std::process::Command;
 use imgscrub_ext4::csum::crc32c_raw;
 use imgscrub_ext4::mapping::{self, FileMap, MapCtx, MapKind};
 use imgscrub_ext4::{Result, inline};
-use imgscrub_testkit::{debugfs, make_ext4, require_tools, run_ok};
+use imgscrub_testkit::{debugfs, make_ext4, random_bytes, require_tools, run_ok};
 use mapping_common::expand;
 
 /// A read-only `MapCtx` over an image file held in memory.
@@ -268,18 +268,6 @@ fn extent_strict(ctx: &mut ImgCtx, fm: &FileMap<'_>) {
 
 fn depth(ib: &[u8; 60]) -> u16 {
     le16(ib, 6)
-}
-
-fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Many small files, every other one deleted, then a big file written into the holes by

@@ -188,18 +188,6 @@ mod tests {
         (0..len).map(|i| (i / 7 % 251) as u8).collect()
     }
 
-    /// Incompressible bytes (xorshift64).
-    fn noise(len: usize, mut seed: u64) -> Vec<u8> {
-        (0..len)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed as u8
-            })
-            .collect()
-    }
-
     #[test]
     fn zlib_is_raw_deflate_with_a_4k_window() {
         let data = sample(65536);
@@ -225,7 +213,7 @@ mod tests {
         let mut c = ClusterCompressor::new(Compression::Zlib, 6).unwrap();
         for i in 0..64 {
             let data: Vec<u8> = if i % 2 == 0 {
-                noise(4096, 7 + i)
+                imgscrub_testkit::random_bytes(4096, 7 + i)
             } else {
                 sample(4096)
             };
@@ -245,7 +233,7 @@ mod tests {
 
     #[test]
     fn incompressible_is_stored() {
-        let data = noise(65536, 1);
+        let data = imgscrub_testkit::random_bytes(65536, 1);
         for k in [Compression::Zlib, Compression::Zstd] {
             let mut c = ClusterCompressor::new(k, k.default_level()).unwrap();
             assert!(c.compress(&data).unwrap().is_none(), "{k:?}");
@@ -256,7 +244,7 @@ mod tests {
 
     #[test]
     fn compress_append_appends_or_leaves_the_buffer_alone() {
-        let noise = noise(65536, 3);
+        let noise = imgscrub_testkit::random_bytes(65536, 3);
         let text = sample(65536);
         for k in [Compression::Zlib, Compression::Zstd] {
             let mut c = ClusterCompressor::new(k, k.default_level()).unwrap();

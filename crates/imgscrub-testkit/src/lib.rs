@@ -136,3 +136,16 @@ pub fn make_ext4(variant: &str, src: &Path, out: &Path, size_mb: u32) -> bool {
 pub fn tool(tool: &str) -> Command {
     Command::new(find_tool(tool).unwrap_or_else(|| PathBuf::from(tool)))
 }
+
+/// `n` deterministic pseudo-random (incompressible) bytes from `seed` (xorshift64).
+pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
