@@ -1,7 +1,9 @@
 //! The one filesystem vocabulary: every backend (ext2/3/4, FAT, a host directory) implements
 //! [`Filesystem`], and everything above (GuestTree, profiles, sparsify) speaks only this.
+//! File types, timestamps, attributes and free ranges come from `imgscrub-vocab`, the crate
+//! the engines share; they are re-exported here so that the layers above name no engine.
 
-pub use imgscrub_ext4::{FileType, FreeRange, NewAttr, SetAttr, Timestamp};
+pub use imgscrub_vocab::{FileType, FreeRange, NewAttr, SetAttr, Timestamp};
 
 /// Identifies a file within one filesystem (an inode number for ext4).
 pub type NodeId = u64;
@@ -37,6 +39,7 @@ pub enum FsKind {
     Ext2,
     Ext3,
     Ext4,
+    Xfs,
     Fat,
     HostDir,
 }
@@ -69,6 +72,8 @@ pub enum FsError {
     },
     #[error(transparent)]
     Ext4(#[from] imgscrub_ext4::Ext4Error),
+    #[error(transparent)]
+    Xfs(#[from] imgscrub_xfs::XfsError),
     #[error(transparent)]
     Disk(#[from] imgscrub_disk::DiskError),
 }

@@ -18,9 +18,8 @@ use crate::rangeset::RangeSet;
 use imgscrub_disk::{
     BlockDev, Guid, Partition, PartitionTable, PartitionType, Slice, TableKind, discover,
 };
-use imgscrub_ext4::fs::{Ext4Fs, OpenOptions};
-use imgscrub_fs::fat::FatGeometry;
-use imgscrub_fs::probe::{FsType, probe};
+use imgscrub_fs::free::{FreeSpace, FreeSpaceOptions, free_space_with};
+use imgscrub_fs::probe::probe;
 
 /// GPT type of a BIOS boot partition (GRUB's core image): never zeroed.
 pub const BIOS_BOOT_GUID: &str = "21686148-6449-6e6f-744e-656564454649";
@@ -29,19 +28,14 @@ const BLOCK: u64 = 4096;
 /// Bytes read at once while looking for non-zero blocks.
 const SCAN_CHUNK: u64 = 4 << 20;
 
-/// Supplies the free ranges of ext2/3/4 filesystems (relative to the filesystem start).
-///
-/// By default the ext4 engine ([`imgscrub_ext4::fs::Ext4Fs::free_ranges`]) is used; this
-/// hook lets tests plug in an independent reader.
-pub trait ExtFreeRanges: Sync {
-    /// Free byte runs `(offset, len)` of the ext2/3/4 filesystem on `fs`.
-    fn ext_free_ranges(&self, fs: &dyn BlockDev) -> Result<Vec<(u64, u64)>>;
-}
+/// The hook that lets tests plug in an independent ext2/3/4 free-range reader (defined in
+/// the filesystem layer, re-exported here).
+pub use imgscrub_fs::free::ExtFreeRanges;
 
 /// Options of [`sparsify`] and [`free_ranges_of_disk_with`].
 #[derive(Clone, Copy, Default)]
 pub struct SparsifyOptions<'a> {
-    /// Where ext2/3/4 free ranges come from; `None` = the ext4 engine, opened read-only.
+    /// Where ext2/3/4 free ranges come from; `None` = the filesystem layer's own reader.
     pub ext: Option<&'a dyn ExtFreeRanges>,
     /// Leave the partition gaps alone.
     pub keep_gaps: bool,
@@ -112,8 +106,9 @@ pub struct FreeMap {
     pub warnings: Vec<String>,
 }
 
-/// Absolute byte ranges of `dev` that are free (ext2/3/4 block bitmaps through the ext4
-/// engine, FAT free clusters, swap data pages, partition gaps). For `prepare --output`: pass them to
+/// Absolute byte ranges of `dev` that are free (what the filesystem layer reports for each
+/// filesystem — ext2/3/4 block bitmaps, FAT free clusters, swap data pages — and the
+/// partition gaps). For `prepare --output`: pass them to
 /// [`convert`](crate::convert) as `skip`.
 pub fn free_ranges_of_disk(dev: &dyn BlockDev) -> Result<RangeSet> {
     Ok(free_map(dev, &SparsifyOptions::default())?.free)
@@ -203,7 +198,8 @@ pub fn free_map(dev: &dyn BlockDev, opts: &SparsifyOptions<'_>) -> Result<FreeMa
 
 type PartFree = std::result::Result<Vec<(u64, u64)>, String>;
 
-/// Free ranges of one partition relative to its start, or why it is skipped.
+/// Free ranges of one partition relative to its start, or why it is skipped. Which engine
+/// reads which filesystem is decided in the filesystem layer ([`free_space_with`]).
 fn partition_free(
     dev: &dyn BlockDev,
     p: &Partition,
@@ -212,47 +208,12 @@ fn partition_free(
     let slice = Slice::new(dev, p.start, p.size)?;
     let pr = probe(&slice)?;
     let name = pr.fstype.blkid_name().to_string();
-    let res = match pr.fstype {
-        FsType::Ext2 | FsType::Ext3 | FsType::Ext4 => {
-            let recovering = pr
-                .ext_features
-                .as_ref()
-                .is_some_and(|f| f.incompat.iter().any(|n| n == "needs_recovery"));
-            if recovering {
-                Err("the journal needs recovery (mount it once or run e2fsck)".to_string())
-            } else if let Some(ext) = opts.ext {
-                Ok(ext.ext_free_ranges(&slice)?)
-            } else {
-                ext4_free_ranges(&slice)
-            }
-        }
-        FsType::Vfat => match FatGeometry::read(&slice) {
-            Ok(g) => Ok(g
-                .free_ranges(&slice)?
-                .into_iter()
-                .map(|r| (r.offset, r.len))
-                .collect()),
-            Err(e) => Err(format!("FAT volume not usable: {e}")),
-        },
-        FsType::Swap => {
-            // Keep the header page (signature, label, UUID); the page size is where the
-            // signature was found.
-            let page = u64::from(pr.block_size.unwrap_or(4096));
-            Ok(vec![(page, p.size.saturating_sub(page))])
-        }
-        other => Err(format!("{other} is not handled")),
+    let fs_opts = FreeSpaceOptions { ext: opts.ext };
+    let res = match free_space_with(&slice, &pr, &fs_opts)? {
+        FreeSpace::Free(v) => Ok(v.into_iter().map(|r| (r.offset, r.len)).collect()),
+        FreeSpace::Skipped(why) => Err(why),
     };
     Ok((name, res))
-}
-
-/// Free ranges from the ext4 engine. A filesystem the engine cannot read (unsupported
-/// feature, damage) is skipped with the engine's reason: nothing is zeroed on a guess.
-fn ext4_free_ranges(fs: &dyn BlockDev) -> PartFree {
-    let opened = Ext4Fs::open(fs, OpenOptions { writable: false });
-    opened
-        .and_then(|e| e.free_ranges())
-        .map(|v| v.into_iter().map(|r| (r.offset, r.len)).collect())
-        .map_err(|e| format!("ext4 engine: {e}"))
 }
 
 /// Unpartitioned gaps that may be zeroed: between partitions and after the last one, never

@@ -5,6 +5,7 @@
 
 use imgscrub_disk::{BlockDev, RawFile, Slice};
 use imgscrub_fs::fat::FatGeometry;
+use imgscrub_fs::filesystem::FreeRange;
 use imgscrub_shrink::{
     Action, ConvertOptions, ExtFreeRanges, NoProgress, SparsifyOptions, convert,
     free_ranges_of_disk, free_ranges_of_disk_with, sparsify,
@@ -57,14 +58,17 @@ fn extract(disk: &Path, (start, len): (u64, u64), out: &Path) {
 struct Dumpe2fs(PathBuf);
 
 impl ExtFreeRanges for Dumpe2fs {
-    fn ext_free_ranges(&self, fs: &dyn BlockDev) -> imgscrub_shrink::Result<Vec<(u64, u64)>> {
+    fn ext_free_ranges(&self, fs: &dyn BlockDev) -> imgscrub_fs::Result<Vec<FreeRange>> {
         let mut buf = vec![0u8; fs.len() as usize];
         fs.read_at(&mut buf, 0)?;
         let tmp = self.0.join(format!("dumpe2fs-{}.img", std::process::id()));
         std::fs::write(&tmp, buf).unwrap();
         let out = run_ok(Command::new(tool("dumpe2fs")).arg(&tmp));
         std::fs::remove_file(&tmp).ok();
-        Ok(parse_dumpe2fs(&out))
+        Ok(parse_dumpe2fs(&out)
+            .into_iter()
+            .map(|(offset, len)| FreeRange { offset, len })
+            .collect())
     }
 }
 

@@ -109,24 +109,6 @@ impl Timestamp {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::Timestamp;
-
-    #[test]
-    fn utc_calendar() {
-        assert_eq!(Timestamp::new(0, 0).utc(), (1970, 1, 1, 0, 0, 0));
-        assert_eq!(
-            Timestamp::new(1_700_000_000, 0).utc(),
-            (2023, 11, 14, 22, 13, 20)
-        );
-        assert_eq!(Timestamp::new(951_782_400, 0).utc(), (2000, 2, 29, 0, 0, 0));
-        assert_eq!(Timestamp::new(-1, 0).utc(), (1969, 12, 31, 23, 59, 59));
-    }
-}
-
-
-
 /// Attributes of a new inode. `time` defaults to "now" when `None`; imgscrub passes a fixed
 /// time when the user asks for reproducible output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,4 +147,20 @@ pub struct SetAttr {
 pub struct FreeRange {
     pub offset: u64,
     pub len: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Timestamp;
+
+    #[test]
+    fn utc_calendar() {
+        assert_eq!(Timestamp::new(0, 0).utc(), (1970, 1, 1, 0, 0, 0));
+        assert_eq!(
+            Timestamp::new(1_700_000_000, 0).utc(),
+            (2023, 11, 14, 22, 13, 20)
+        );
+        assert_eq!(Timestamp::new(951_782_400, 0).utc(), (2000, 2, 29, 0, 0, 0));
+        assert_eq!(Timestamp::new(-1, 0).utc(), (1969, 12, 31, 23, 59, 59));
+    }
 }
