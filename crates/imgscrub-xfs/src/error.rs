@@ -17,7 +17,9 @@ pub enum XfsError {
     Corrupt { structure: String, detail: String },
 
     /// A v5 metadata checksum (CRC-32C) does not match.
-    #[error("XFS {structure}: checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    #[error(
+        "XFS {structure}: checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
+    )]
     Checksum {
         structure: String,
         stored: u32,
@@ -25,7 +27,9 @@ pub enum XfsError {
     },
 
     /// The filesystem uses a feature we cannot read: refuse to open it.
-    #[error("XFS feature `{name}` ({kind} bit {bit:#x}) is not supported: refusing to open the filesystem")]
+    #[error(
+        "XFS feature `{name}` ({kind} bit {bit:#x}) is not supported: refusing to open the filesystem"
+    )]
     UnsupportedFeature {
         name: String,
         kind: &'static str,

@@ -4,11 +4,28 @@
 //! the by-block free-space btrees. No kernel, no libxfs.
 //!
 //! Every v5 metadata block has its CRC-32C, magic number, owner and UUID checked on read.
-//! Writing is not implemented yet: the engine opens read-only.
+//! Writing is not implemented yet: the engine opens read-only and refuses a writable open.
+//!
+//! Layout: one module per on-disk structure (`superblock`, `ag`, `btree`, `inode`, `bmap`,
+//! `dir`, `attr`, `log`), `reader` for address arithmetic, and `fs` on top.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod ag;
+pub mod attr;
+mod be;
+pub mod bmap;
+pub mod btree;
+pub mod csum;
+pub mod dir;
 mod error;
+pub mod fs;
+pub mod inode;
+pub mod log;
+pub mod reader;
+pub mod superblock;
 
 pub use error::{Result, XfsError};
+pub use fs::{DirEntry, OpenOptions, Stat, XfsFs};
 pub use imgscrub_vocab::{FileType, FreeRange, NewAttr, SetAttr, Timestamp};
+pub use superblock::Superblock;

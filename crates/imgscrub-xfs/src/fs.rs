@@ -1,0 +1,535 @@
+//! The filesystem: open (superblock, log, AG headers), path-level reads, free space.
+
+use crate::ag::{Agf, Agi, agfl_blocks};
+use crate::attr;
+use crate::bmap::{self, Extent, Fork};
+use crate::btree::{self, InodeChunk};
+use crate::dir::{self, DirForm, RawEntry};
+use crate::error::{Result, XfsError, corrupt};
+use crate::inode::{Format, Inode};
+use crate::log::{self, LogState};
+use crate::reader::Reader;
+use crate::superblock::{Superblock, incompat};
+use imgscrub_disk::BlockDev;
+use imgscrub_vocab::{FileType, FreeRange, Timestamp};
+use std::sync::{Arc, Mutex};
+
+/// How to open.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenOptions {
+    /// Open for writing. Not implemented yet: every XFS is refused for writing, with a
+    /// message saying so.
+    pub writable: bool,
+}
+
+/// What `stat` returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    pub ino: u64,
+    pub file_type: FileType,
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub nlink: u32,
+    pub atime: Timestamp,
+    pub mtime: Timestamp,
+    pub ctime: Timestamp,
+    pub crtime: Option<Timestamp>,
+    pub rdev: Option<(u32, u32)>,
+    /// 512-byte sectors allocated (data and block-map blocks), as `stat(2)` counts them.
+    pub blocks_512: u64,
+    pub generation: u32,
+    pub projid: u32,
+}
+
+/// One directory entry as `read_dir` returns it ("." and ".." left out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: Vec<u8>,
+    pub ino: u64,
+    pub file_type: FileType,
+}
+
+/// Per-AG numbers for `inspect` and the consistency checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgSummary {
+    pub ag: u32,
+    pub blocks: u32,
+    pub free_blocks: u32,
+    pub free_extents: u64,
+    pub longest_free: u32,
+    pub inodes: u32,
+    pub free_inodes: u32,
+}
+
+/// An open XFS filesystem (read-only for now).
+pub struct XfsFs<D: BlockDev> {
+    dev: D,
+    sb: Superblock,
+    log: LogState,
+    /// The last file's extent map: reads of one file in many calls parse it once.
+    cache: Mutex<Option<(u64, Arc<Vec<Extent>>)>>,
+}
+
+impl<D: BlockDev> XfsFs<D> {
+    /// Open the filesystem on `dev`: the primary superblock is checked (geometry, CRC,
+    /// features), the log must be clean, and every AG header must be sound.
+    pub fn open(dev: D, opts: OpenOptions) -> Result<Self> {
+        let mut head = vec![0u8; 512];
+        if dev.len() < 512 {
+            return Err(corrupt(
+                "superblock",
+                "the device is smaller than one sector",
+            ));
+        }
+        dev.read_at(&mut head, 0)?;
+        // The sector size is in the first 512 bytes; v5 checks the CRC over the whole sector.
+        let ss = usize::from(crate::be::u16_at(&head, 102));
+        if (512..=32768).contains(&ss) && ss.is_power_of_two() && ss > 512 && dev.len() >= ss as u64
+        {
+            head = vec![0u8; ss];
+            dev.read_at(&mut head, 0)?;
+        }
+        let sb = Superblock::parse(&head)?;
+        sb.check_readable()?;
+        let end = sb.dblocks << sb.blocklog;
+        if end > dev.len() {
+            return Err(corrupt(
+                "superblock",
+                format!(
+                    "the filesystem is {end} bytes but the device only {} (truncated image?)",
+                    dev.len()
+                ),
+            ));
+        }
+        let log = log::check(&Reader::new(&dev, &sb))?;
+        let fs = XfsFs {
+            dev,
+            sb,
+            log,
+            cache: Mutex::new(None),
+        };
+        {
+            let r = fs.reader();
+            for ag in 0..fs.sb.agcount {
+                let agf = Agf::read(&r, ag)?;
+                agfl_blocks(&r, ag, &agf)?;
+                let agi = Agi::read(&r, ag)?;
+                if agi.has_unlinked() {
+                    return Err(XfsError::NeedsRepair(format!(
+                        "AG {ag} has inodes that were unlinked while open and never freed \
+                         (an unclean shutdown): mount the filesystem once or run `xfs_repair`"
+                    )));
+                }
+            }
+            let root = Inode::read(&r, fs.sb.rootino)?;
+            if root.file_type() != Some(FileType::Directory) {
+                return Err(corrupt("root inode", "not a directory"));
+            }
+        }
+        if opts.writable {
+            return Err(XfsError::ReadOnly(if fs.sb.is_v5() {
+                "writing XFS is not implemented yet (reads, listing and free-space zeroing \
+                 work)"
+                    .into()
+            } else {
+                "v4 XFS (no metadata checksums) is read-only in imgscrub".into()
+            }));
+        }
+        Ok(fs)
+    }
+
+    fn reader(&self) -> Reader<'_> {
+        Reader::new(&self.dev, &self.sb)
+    }
+
+    pub fn superblock(&self) -> &Superblock {
+        &self.sb
+    }
+
+    pub fn log_state(&self) -> LogState {
+        self.log
+    }
+
+    pub fn root(&self) -> u64 {
+        self.sb.rootino
+    }
+
+    pub fn into_inner(self) -> D {
+        self.dev
+    }
+
+    pub fn device(&self) -> &D {
+        &self.dev
+    }
+
+    /// Read and check inode `ino`.
+    pub fn inode(&self, ino: u64) -> Result<Inode> {
+        Inode::read(&self.reader(), ino)
+    }
+
+    fn dir_inode(&self, ino: u64) -> Result<Inode> {
+        let i = self.inode(ino)?;
+        if i.file_type() != Some(FileType::Directory) {
+            return Err(XfsError::NotADirectory(format!("inode {ino}")));
+        }
+        Ok(i)
+    }
+
+    pub fn stat(&self, ino: u64) -> Result<Stat> {
+        let i = self.inode(ino)?;
+        let file_type = i
+            .file_type()
+            .ok_or_else(|| corrupt(format!("inode {ino}"), "mode"))?;
+        Ok(Stat {
+            ino,
+            file_type,
+            perm: i.perm(),
+            uid: i.uid,
+            gid: i.gid,
+            size: i.size,
+            nlink: i.nlink,
+            atime: i.atime,
+            mtime: i.mtime,
+            ctime: i.ctime,
+            crtime: i.crtime,
+            rdev: i.rdev(),
+            blocks_512: i.nblocks << (self.sb.blocklog - 9),
+            generation: i.generation,
+            projid: i.projid,
+        })
+    }
+
+    /// Entries of directory `ino` as stored, with "." / ".." where the form stores them.
+    pub fn raw_entries(&self, ino: u64) -> Result<Vec<RawEntry>> {
+        let d = self.dir_inode(ino)?;
+        dir::entries(&self.reader(), &d)
+    }
+
+    /// The entries of a directory, without "." and "..". Entries of filesystems without the
+    /// ftype feature get their type from the inode.
+    pub fn read_dir(&self, ino: u64) -> Result<Vec<DirEntry>> {
+        let mut out = Vec::new();
+        for e in self.raw_entries(ino)? {
+            if e.name == b"." || e.name == b".." {
+                continue;
+            }
+            let file_type = match e.file_type {
+                Some(t) => t,
+                None => self
+                    .inode(e.ino)?
+                    .file_type()
+                    .ok_or_else(|| corrupt(format!("inode {}", e.ino), "mode"))?,
+            };
+            out.push(DirEntry {
+                name: e.name,
+                ino: e.ino,
+                file_type,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Look `name` up in directory `dir` ("." and ".." included).
+    pub fn lookup(&self, dir: u64, name: &[u8]) -> Result<Option<u64>> {
+        if name == b"." {
+            self.dir_inode(dir)?;
+            return Ok(Some(dir));
+        }
+        Ok(self
+            .raw_entries(dir)?
+            .into_iter()
+            .find(|e| e.name == name)
+            .map(|e| e.ino))
+    }
+
+    /// Which of the five forms directory `ino` is in.
+    pub fn dir_form(&self, ino: u64) -> Result<DirForm> {
+        let d = self.dir_inode(ino)?;
+        dir::form(&self.reader(), &d)
+    }
+
+    /// The data extents of a file (empty for inline data).
+    pub fn extents(&self, ino: u64) -> Result<Vec<Extent>> {
+        let i = self.inode(ino)?;
+        bmap::extents(&self.reader(), &i, Fork::Data)
+    }
+
+    fn cached_extents(&self, i: &Inode) -> Result<Arc<Vec<Extent>>> {
+        if let Ok(c) = self.cache.lock()
+            && let Some((ino, exts)) = c.as_ref()
+            && *ino == i.ino
+        {
+            return Ok(exts.clone());
+        }
+        let exts = Arc::new(bmap::extents(&self.reader(), i, Fork::Data)?);
+        if let Ok(mut c) = self.cache.lock() {
+            *c = Some((i.ino, exts.clone()));
+        }
+        Ok(exts)
+    }
+
+    /// Read file data at `offset`; holes and unwritten extents read as zeros. Returns the
+    /// byte count (0 at end of file).
+    pub fn read(&self, ino: u64, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let i = self.inode(ino)?;
+        match i.file_type() {
+            Some(FileType::Regular) => {}
+            Some(FileType::Directory) => {
+                return Err(XfsError::IsADirectory(format!("inode {ino}")));
+            }
+            _ => {
+                return Err(XfsError::Invalid(format!(
+                    "inode {ino} is not a regular file"
+                )));
+            }
+        }
+        if offset >= i.size || buf.is_empty() {
+            return Ok(0);
+        }
+        let n = (i.size - offset).min(buf.len() as u64) as usize;
+        let exts = self.cached_extents(&i)?;
+        let buf = &mut buf[..n];
+        let bs = u64::from(self.sb.blocksize);
+        let mut done = 0usize;
+        while done < n {
+            let pos = offset + done as u64;
+            let fb = pos / bs;
+            let in_block = pos % bs;
+            let idx = exts.partition_point(|e| e.end() <= fb);
+            let chunk;
+            match exts.get(idx) {
+                Some(e) if e.offset <= fb => {
+                    // Contiguous on disk up to the extent's end.
+                    let avail = (e.end() - fb) * bs - in_block;
+                    chunk = avail.min((n - done) as u64) as usize;
+                    let dst = &mut buf[done..done + chunk];
+                    if e.unwritten {
+                        dst.fill(0);
+                    } else {
+                        let byte = self.sb.fsb_to_byte(e.block + (fb - e.offset)) + in_block;
+                        self.dev.read_at(dst, byte)?;
+                    }
+                }
+                next => {
+                    // A hole up to the next extent (or the end of the file).
+                    let hole_end = next.map_or(u64::MAX, |e| e.offset.saturating_mul(bs));
+                    chunk = (hole_end - pos).min((n - done) as u64) as usize;
+                    buf[done..done + chunk].fill(0);
+                }
+            }
+            done += chunk;
+        }
+        Ok(n)
+    }
+
+    /// The target of a symbolic link.
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        let i = self.inode(ino)?;
+        if i.file_type() != Some(FileType::Symlink) {
+            return Err(XfsError::Invalid(format!(
+                "inode {ino} is not a symbolic link"
+            )));
+        }
+        let name = || format!("symbolic link inode {ino}");
+        let size = i.size as usize;
+        if size == 0 || size > 1024 {
+            return Err(corrupt(name(), format!("target length {}", i.size)));
+        }
+        match i.format {
+            Format::Local => {
+                let d = i.data_fork();
+                d.get(..size)
+                    .map(<[u8]>::to_vec)
+                    .ok_or_else(|| corrupt(name(), "target longer than the inode"))
+            }
+            Format::Extents | Format::Btree => {
+                let r = self.reader();
+                let exts = bmap::extents(&r, &i, Fork::Data)?;
+                let v5 = self.sb.is_v5();
+                let bs = self.sb.blocksize as usize;
+                let per = if v5 { bs - 56 } else { bs };
+                let mut out = Vec::with_capacity(size);
+                let mut fb = 0u64;
+                while out.len() < size {
+                    let b = bmap::read_mapped(&r, &exts, fb, 1, &name)?;
+                    let want = (size - out.len()).min(per);
+                    if v5 {
+                        if crate::be::bytes(&b, 0, 4) != b"XSLM" {
+                            return Err(corrupt(name(), "remote block: bad magic number"));
+                        }
+                        crate::csum::verify(&b, 12, name)?;
+                        if crate::be::u32_at(&b, 4) as usize != out.len()
+                            || crate::be::u32_at(&b, 8) as usize != want
+                            || crate::be::u64_at(&b, 32) != ino
+                            || crate::be::bytes(&b, 16, 16) != self.sb.meta_uuid()
+                        {
+                            return Err(corrupt(name(), "remote block header"));
+                        }
+                        out.extend_from_slice(crate::be::bytes(&b, 56, want));
+                    } else {
+                        out.extend_from_slice(crate::be::bytes(&b, 0, want));
+                    }
+                    fb += 1;
+                }
+                Ok(out)
+            }
+            Format::Dev => Err(corrupt(name(), "device format")),
+        }
+    }
+
+    /// Every user-visible extended attribute as (Linux name, value).
+    pub fn list_xattrs(&self, ino: u64) -> Result<Vec<(String, Vec<u8>)>> {
+        let i = self.inode(ino)?;
+        attr::list(&self.reader(), &i)
+    }
+
+    pub fn get_xattr(&self, ino: u64, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .list_xattrs(ino)?
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v))
+    }
+
+    /// Free extents of AG `ag` from the by-block btree, as (AG block, length), checked
+    /// against the by-size btree and the AGF counters: a disagreement is corruption, and
+    /// nothing is zeroed on a wrong map.
+    pub fn ag_free_extents(&self, ag: u32) -> Result<Vec<(u32, u32)>> {
+        let r = self.reader();
+        let agf = Agf::read(&r, ag)?;
+        let mut by_block = Vec::new();
+        let mut prev_end = 0u64;
+        let bad = |d: String| corrupt(format!("by-block free-space btree of AG {ag}"), d);
+        btree::walk(
+            &r,
+            ag,
+            &btree::BNO,
+            agf.bno_root,
+            agf.bno_level,
+            &mut |rec| {
+                let start = crate::be::u32_at(rec, 0);
+                let len = crate::be::u32_at(rec, 4);
+                let end = u64::from(start) + u64::from(len);
+                if len == 0 || u64::from(start) < prev_end || end > u64::from(agf.length) {
+                    return Err(bad(format!("record ({start:#x}, {len})")));
+                }
+                prev_end = end;
+                by_block.push((start, len));
+                Ok(())
+            },
+        )?;
+        let (mut cnt_n, mut cnt_sum, mut prev) = (0u64, 0u64, (0u32, 0u32));
+        btree::walk(
+            &r,
+            ag,
+            &btree::CNT,
+            agf.cnt_root,
+            agf.cnt_level,
+            &mut |rec| {
+                let key = (crate::be::u32_at(rec, 4), crate::be::u32_at(rec, 0));
+                if cnt_n > 0 && key <= prev {
+                    return Err(corrupt(
+                        format!("by-size free-space btree of AG {ag}"),
+                        "records out of order",
+                    ));
+                }
+                prev = key;
+                cnt_n += 1;
+                cnt_sum += u64::from(key.0);
+                Ok(())
+            },
+        )?;
+        let sum: u64 = by_block.iter().map(|&(_, l)| u64::from(l)).sum();
+        let longest = by_block.iter().map(|&(_, l)| l).max().unwrap_or(0);
+        if sum != u64::from(agf.freeblks)
+            || cnt_sum != sum
+            || cnt_n != by_block.len() as u64
+            || longest != agf.longest
+        {
+            return Err(corrupt(
+                format!("free space of AG {ag}"),
+                format!(
+                    "the AGF says {} free blocks (longest {}), the by-block btree has {sum} \
+                     in {} extents (longest {longest}), the by-size btree {cnt_sum} in {cnt_n}",
+                    agf.freeblks,
+                    agf.longest,
+                    by_block.len()
+                ),
+            ));
+        }
+        Ok(by_block)
+    }
+
+    /// Free space of the whole data device in bytes from the start of the filesystem,
+    /// exactly the extents of the by-block free-space btrees (`xfs_db freesp -d`). The
+    /// blocks on the AG free lists are not included (they are reserved for btree growth).
+    pub fn free_ranges(&self) -> Result<Vec<FreeRange>> {
+        let mut out = Vec::new();
+        let bs = u64::from(self.sb.blocksize);
+        for ag in 0..self.sb.agcount {
+            for (start, len) in self.ag_free_extents(ag)? {
+                let offset = self.sb.agb_to_byte(ag, start);
+                let len = u64::from(len) * bs;
+                match out.last_mut() {
+                    Some(FreeRange { offset: o, len: l }) if *o + *l == offset => *l += len,
+                    _ => out.push(FreeRange { offset, len }),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The inode chunks of AG `ag` from the inode btree, checked against the AGI counters.
+    pub fn inode_chunks(&self, ag: u32) -> Result<Vec<InodeChunk>> {
+        let r = self.reader();
+        let agi = Agi::read(&r, ag)?;
+        let sparse = self.sb.has_incompat(incompat::SPINODES);
+        let mut out: Vec<InodeChunk> = Vec::new();
+        btree::walk(&r, ag, &btree::INO, agi.root, agi.level, &mut |rec| {
+            let c = InodeChunk::parse(rec, sparse);
+            if let Some(p) = out.last()
+                && c.startino < p.startino + 64
+            {
+                return Err(corrupt(
+                    format!("inode btree of AG {ag}"),
+                    "records out of order",
+                ));
+            }
+            out.push(c);
+            Ok(())
+        })?;
+        let count: u64 = out.iter().map(|c| u64::from(c.count)).sum();
+        let free: u64 = out.iter().map(|c| u64::from(c.freecount)).sum();
+        if count != u64::from(agi.count) || free != u64::from(agi.freecount) {
+            return Err(corrupt(
+                format!("AGI of AG {ag}"),
+                format!(
+                    "{} inodes ({} free) but the inode btree has {count} ({free} free)",
+                    agi.count, agi.freecount
+                ),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// A summary of every AG (free space and inodes, from the btrees).
+    pub fn ag_summaries(&self) -> Result<Vec<AgSummary>> {
+        (0..self.sb.agcount)
+            .map(|ag| {
+                let free = self.ag_free_extents(ag)?;
+                let chunks = self.inode_chunks(ag)?;
+                Ok(AgSummary {
+                    ag,
+                    blocks: self.sb.ag_len(ag),
+                    free_blocks: free.iter().map(|&(_, l)| l).sum(),
+                    free_extents: free.len() as u64,
+                    longest_free: free.iter().map(|&(_, l)| l).max().unwrap_or(0),
+                    inodes: chunks.iter().map(|c| u32::from(c.count)).sum(),
+                    free_inodes: chunks.iter().map(|c| c.freecount).sum(),
+                })
+            })
+            .collect()
+    }
+}
