@@ -70,7 +70,7 @@ pub fn form(r: &Reader<'_>, dir: &Inode) -> Result<DirForm> {
     }
     let exts = bmap::extents(r, dir, Fork::Data)?;
     let dirblk = u64::from(1u32 << r.sb.dirblklog);
-    let leaf_fb = (LEAF_OFFSET >> r.sb.blocklog) as u64;
+    let leaf_fb = LEAF_OFFSET >> r.sb.blocklog;
     let has_leaf = exts.iter().any(|e| e.end() > leaf_fb);
     if !has_leaf {
         return Ok(DirForm::Block);
