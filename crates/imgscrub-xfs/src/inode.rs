@@ -229,17 +229,14 @@ impl Inode {
             });
         }
         // Which data fork formats each file type may use.
-        let ok = match (ft, self.format) {
-            (
-                FileType::CharDevice | FileType::BlockDevice | FileType::Fifo | FileType::Socket,
-                Format::Dev,
-            ) => true,
-            (FileType::Regular, Format::Extents | Format::Btree) => true,
-            (
-                FileType::Directory | FileType::Symlink,
-                Format::Local | Format::Extents | Format::Btree,
-            ) => true,
-            _ => false,
+        let dev = matches!(
+            ft,
+            FileType::CharDevice | FileType::BlockDevice | FileType::Fifo | FileType::Socket
+        );
+        let ok = match self.format {
+            Format::Dev => dev,
+            Format::Local => matches!(ft, FileType::Directory | FileType::Symlink),
+            Format::Extents | Format::Btree => !dev,
         };
         if !ok {
             return Err(corrupt(
