@@ -1,11 +1,12 @@
 //! Finding and opening the guest's filesystems on a whole disk: every partition (or the whole
-//! disk when there is no table) is probed; the root is the ext2/3/4 volume that holds the
-//! OS (`/etc/os-release`, or failing that `/etc/fstab`), unless the caller names a partition.
+//! disk when there is no table) is probed; the root is the volume that holds the
+//! OS (`/etc/os-release`, or failing that `/etc/fstab`) on ext2/3/4 or XFS, unless the caller names a partition.
 
 use crate::ext4::Ext4;
 use crate::fat::FatFs;
 use crate::filesystem::{Filesystem, FsError, Result};
 use crate::probe::{FsProbe, FsType, probe};
+use crate::xfs::Xfs;
 use imgscrub_disk::{BlockDev, Slice, discover};
 use std::sync::Arc;
 
@@ -48,7 +49,7 @@ impl Volume {
     pub fn is_supported(&self) -> bool {
         matches!(
             self.probe.fstype,
-            FsType::Ext2 | FsType::Ext3 | FsType::Ext4 | FsType::Vfat
+            FsType::Ext2 | FsType::Ext3 | FsType::Ext4 | FsType::Xfs | FsType::Vfat
         )
     }
 }
@@ -87,12 +88,13 @@ pub fn open_volume(disk: &Dev, volume: &Volume, writable: bool) -> Result<Box<dy
     let dev = volume.device(disk)?;
     match volume.probe.fstype {
         FsType::Ext2 | FsType::Ext3 | FsType::Ext4 => Ok(Box::new(Ext4::open(dev, writable)?)),
+        FsType::Xfs => Ok(Box::new(Xfs::open(dev, writable)?)),
         FsType::Vfat => Ok(Box::new(FatFs::open(Arc::new(dev))?)),
         other => Err(FsError::Unsupported(format!(
             "{} holds {} ({}), which imgscrub cannot open",
             volume.describe(),
             other.blkid_name(),
-            "supported: ext2, ext3, ext4, vfat"
+            "supported: ext2, ext3, ext4, xfs, vfat"
         ))),
     }
 }
@@ -128,7 +130,12 @@ pub fn open_root(
     }
     let ext: Vec<&Volume> = vols
         .iter()
-        .filter(|v| matches!(v.probe.fstype, FsType::Ext2 | FsType::Ext3 | FsType::Ext4))
+        .filter(|v| {
+            matches!(
+                v.probe.fstype,
+                FsType::Ext2 | FsType::Ext3 | FsType::Ext4 | FsType::Xfs
+            )
+        })
         .collect();
     // Read-only probes first, so that choosing a root never opens anything for writing
     // that is not the root.
@@ -146,7 +153,7 @@ pub fn open_root(
         return Ok(((*only).clone(), fs));
     }
     Err(FsError::NotFound(format!(
-        "no root filesystem (an ext2/3/4 volume with /etc/os-release or /etc/fstab); \
+        "no root filesystem (an ext2/3/4 or XFS volume with /etc/os-release or /etc/fstab); \
          name one with --partition N (the disk has: {})",
         list(&vols)
     )))

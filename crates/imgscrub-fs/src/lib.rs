@@ -17,6 +17,7 @@ pub mod hostdir;
 pub mod probe;
 pub mod resolve;
 pub mod tree;
+pub mod xfs;
 
 pub use ext4::Ext4;
 pub use fat::FatFs;
@@ -25,3 +26,4 @@ pub use free::{FreeSpace, free_space};
 pub use hostdir::HostDir;
 pub use resolve::{Resolved, resolve, resolve_entry};
 pub use tree::GuestTree;
+pub use xfs::Xfs;

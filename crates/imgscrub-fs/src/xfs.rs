@@ -1,0 +1,174 @@
+//! XFS behind the [`Filesystem`] trait: a thin adapter over [`imgscrub_xfs::XfsFs`]. Reads
+//! work on v4 and v5; every edit is refused with a clear "read-only" error until the engine
+//! learns to write.
+
+use crate::filesystem::{
+    Entry, Filesystem, FreeRange, FsError, FsKind, Meta, NewAttr, NodeId, Result, SetAttr,
+    Timestamp,
+};
+use imgscrub_disk::BlockDev;
+use imgscrub_xfs::{OpenOptions, XfsError, XfsFs};
+
+/// An XFS filesystem on a block device.
+pub struct Xfs<D: BlockDev> {
+    inner: XfsFs<D>,
+}
+
+/// Request errors become the generic [`FsError`] variants; errors about the filesystem keep
+/// the engine's message, which names the structure.
+fn map_err(e: XfsError) -> FsError {
+    match e {
+        XfsError::NotFound(s) => FsError::NotFound(s),
+        XfsError::NotADirectory(s) => FsError::NotADirectory(s),
+        XfsError::IsADirectory(s) => FsError::IsADirectory(s),
+        other => FsError::Xfs(other),
+    }
+}
+
+fn read_only() -> FsError {
+    FsError::Xfs(XfsError::ReadOnly(
+        "writing XFS is not implemented yet (reading, listing and free-space zeroing work)".into(),
+    ))
+}
+
+impl<D: BlockDev> Xfs<D> {
+    /// Open the filesystem on `dev`. `writable` is refused (with the reason) for now.
+    pub fn open(dev: D, writable: bool) -> Result<Self> {
+        Ok(Xfs {
+            inner: XfsFs::open(dev, OpenOptions { writable }).map_err(map_err)?,
+        })
+    }
+
+    /// The engine, for XFS-specific calls.
+    pub fn engine(&self) -> &XfsFs<D> {
+        &self.inner
+    }
+
+    pub fn into_inner(self) -> D {
+        self.inner.into_inner()
+    }
+}
+
+impl<D: BlockDev> Filesystem for Xfs<D> {
+    fn kind(&self) -> FsKind {
+        FsKind::Xfs
+    }
+
+    fn root(&self) -> NodeId {
+        self.inner.root()
+    }
+
+    fn lookup(&self, dir: NodeId, name: &[u8]) -> Result<Option<NodeId>> {
+        self.inner.lookup(dir, name).map_err(map_err)
+    }
+
+    fn stat(&self, node: NodeId) -> Result<Meta> {
+        let s = self.inner.stat(node).map_err(map_err)?;
+        Ok(Meta {
+            node,
+            file_type: s.file_type,
+            perm: s.perm,
+            uid: s.uid,
+            gid: s.gid,
+            size: s.size,
+            nlink: s.nlink,
+            atime: s.atime,
+            mtime: s.mtime,
+            ctime: s.ctime,
+            rdev: s.rdev,
+        })
+    }
+
+    fn read_dir(&self, dir: NodeId) -> Result<Vec<Entry>> {
+        Ok(self
+            .inner
+            .read_dir(dir)
+            .map_err(map_err)?
+            .into_iter()
+            .map(|e| Entry {
+                name: e.name,
+                node: e.ino,
+                file_type: e.file_type,
+            })
+            .collect())
+    }
+
+    fn read(&self, node: NodeId, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        self.inner.read(node, offset, buf).map_err(map_err)
+    }
+
+    fn readlink(&self, node: NodeId) -> Result<Vec<u8>> {
+        self.inner.readlink(node).map_err(map_err)
+    }
+
+    fn create(&mut self, _dir: NodeId, _name: &[u8], _attr: &NewAttr) -> Result<NodeId> {
+        Err(read_only())
+    }
+
+    fn mkdir(&mut self, _dir: NodeId, _name: &[u8], _attr: &NewAttr) -> Result<NodeId> {
+        Err(read_only())
+    }
+
+    fn symlink(
+        &mut self,
+        _dir: NodeId,
+        _name: &[u8],
+        _target: &[u8],
+        _attr: &NewAttr,
+    ) -> Result<NodeId> {
+        Err(read_only())
+    }
+
+    fn write(&mut self, _node: NodeId, _offset: u64, _data: &[u8]) -> Result<()> {
+        Err(read_only())
+    }
+
+    fn truncate(&mut self, _node: NodeId, _size: u64) -> Result<()> {
+        Err(read_only())
+    }
+
+    fn unlink(&mut self, _dir: NodeId, _name: &[u8]) -> Result<()> {
+        Err(read_only())
+    }
+
+    fn rmdir(&mut self, _dir: NodeId, _name: &[u8]) -> Result<()> {
+        Err(read_only())
+    }
+
+    fn rename(&mut self, _fd: NodeId, _f: &[u8], _td: NodeId, _t: &[u8]) -> Result<()> {
+        Err(read_only())
+    }
+
+    fn set_attr(&mut self, _node: NodeId, _attr: &SetAttr) -> Result<()> {
+        Err(read_only())
+    }
+
+    fn get_xattr(&self, node: NodeId, name: &str) -> Result<Option<Vec<u8>>> {
+        self.inner.get_xattr(node, name).map_err(map_err)
+    }
+
+    fn list_xattrs(&self, node: NodeId) -> Result<Vec<(String, Vec<u8>)>> {
+        self.inner.list_xattrs(node).map_err(map_err)
+    }
+
+    fn set_xattr(&mut self, _node: NodeId, _name: &str, _value: &[u8]) -> Result<()> {
+        Err(read_only())
+    }
+
+    fn remove_xattr(&mut self, _node: NodeId, _name: &str) -> Result<()> {
+        Err(read_only())
+    }
+
+    fn free_ranges(&self) -> Result<Vec<FreeRange>> {
+        self.inner.free_ranges().map_err(map_err)
+    }
+
+    /// Nothing is ever staged: the filesystem is only read.
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn set_clock(&mut self, _t: Option<Timestamp>) -> Result<()> {
+        Ok(())
+    }
+}
