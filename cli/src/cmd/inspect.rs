@@ -147,6 +147,35 @@ pub fn render(r: &Inspection) -> String {
     if r.partitions.iter().any(|p| p.bootable) {
         out += "(* bootable)\n";
     }
+    for p in &r.partitions {
+        if let Some(x) = p.filesystem.as_ref().and_then(|f| f.xfs.as_ref()) {
+            out += &format!(
+                "\nxfs on {}: v{}, {}-byte blocks, {}-byte sectors, {}-byte inodes, \
+                 {}-byte directory blocks, {} AGs of {} blocks, log {}, {} free\n  \
+                 features: {}{}\n",
+                if p.index == 0 {
+                    "the whole disk".to_string()
+                } else {
+                    format!("partition {}", p.index)
+                },
+                x.version,
+                x.block_size,
+                x.sector_size,
+                x.inode_size,
+                x.dir_block_size,
+                x.ag_count,
+                x.ag_blocks,
+                x.log,
+                human_size(x.free_bytes),
+                x.features.join(", "),
+                if x.writable {
+                    ""
+                } else {
+                    "\n  read-only: imgscrub reads XFS and zeroes its free space; edits are not implemented yet"
+                },
+            );
+        }
+    }
     if let Some(os) = &r.os {
         let root = match os.root_partition {
             Some(n) => format!("partition {n}"),

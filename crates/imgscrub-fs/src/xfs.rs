@@ -172,3 +172,47 @@ impl<D: BlockDev> Filesystem for Xfs<D> {
         Ok(())
     }
 }
+
+/// What `inspect` shows of an XFS filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XfsDetails {
+    /// 4, or 5 for CRC-enabled filesystems.
+    pub version: u16,
+    /// Feature names as `mkfs.xfs` options call them (`crc`, `finobt`, `reflink`, …).
+    pub features: Vec<String>,
+    pub block_size: u32,
+    pub sector_size: u32,
+    pub inode_size: u32,
+    pub dir_block_size: u32,
+    pub ag_count: u32,
+    pub ag_blocks: u32,
+    /// `clean` or `zeroed`; an unusable log makes [`describe`] fail with the reason.
+    pub log: String,
+    /// Free bytes (free-space btrees and AG free lists).
+    pub free_bytes: u64,
+}
+
+/// Open the XFS on `dev` read-only and describe it; the error says why it cannot be read
+/// (dirty log, damage, unsupported feature).
+pub fn describe(dev: &dyn BlockDev) -> Result<XfsDetails> {
+    let fs = XfsFs::open(dev, OpenOptions { writable: false }).map_err(map_err)?;
+    let sb = fs.superblock();
+    let free_bytes = fs
+        .free_ranges()
+        .map_err(map_err)?
+        .iter()
+        .map(|r| r.len)
+        .sum();
+    Ok(XfsDetails {
+        version: sb.version(),
+        features: sb.feature_names(),
+        block_size: sb.blocksize,
+        sector_size: u32::from(sb.sectsize),
+        inode_size: u32::from(sb.inodesize),
+        dir_block_size: sb.dirblksize(),
+        ag_count: sb.agcount,
+        ag_blocks: sb.agblocks,
+        log: fs.log_state().to_string(),
+        free_bytes,
+    })
+}

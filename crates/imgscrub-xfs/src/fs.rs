@@ -462,14 +462,41 @@ impl<D: BlockDev> XfsFs<D> {
         Ok(by_block)
     }
 
-    /// Free space of the whole data device in bytes from the start of the filesystem,
-    /// exactly the extents of the by-block free-space btrees (`xfs_db freesp -d`). The
-    /// blocks on the AG free lists are not included (they are reserved for btree growth).
+    /// Free blocks of AG `ag` as sorted, merged (AG block, length) runs: the free-space
+    /// btree extents and the blocks on the AG free list (free too: they are reserved for
+    /// btree growth and initialised when taken). This is what `xfs_db freesp -d` lists.
+    pub fn ag_free_blocks(&self, ag: u32) -> Result<Vec<(u32, u32)>> {
+        let r = self.reader();
+        let mut runs = self.ag_free_extents(ag)?;
+        let agf = Agf::read(&r, ag)?;
+        runs.extend(agfl_blocks(&r, ag, &agf)?.into_iter().map(|b| (b, 1)));
+        runs.sort_unstable();
+        let mut out: Vec<(u32, u32)> = Vec::with_capacity(runs.len());
+        for (start, len) in runs {
+            match out.last_mut() {
+                Some((s, l)) if *s + *l > start => {
+                    return Err(corrupt(
+                        format!("AG {ag}"),
+                        format!(
+                            "block {start:#x} is both on the free list and in the free-space btrees"
+                        ),
+                    ));
+                }
+                Some((s, l)) if *s + *l == start => *l += len,
+                _ => out.push((start, len)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Free space of the whole data device in bytes from the start of the filesystem: the
+    /// by-block free-space btrees and the AG free lists ([`Self::ag_free_blocks`]), adjacent
+    /// runs merged.
     pub fn free_ranges(&self) -> Result<Vec<FreeRange>> {
         let mut out = Vec::new();
         let bs = u64::from(self.sb.blocksize);
         for ag in 0..self.sb.agcount {
-            for (start, len) in self.ag_free_extents(ag)? {
+            for (start, len) in self.ag_free_blocks(ag)? {
                 let offset = self.sb.agb_to_byte(ag, start);
                 let len = u64::from(len) * bs;
                 match out.last_mut() {

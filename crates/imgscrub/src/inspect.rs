@@ -116,6 +116,30 @@ pub struct FilesystemInfo {
     pub size: Option<u64>,
     /// ext2/3/4 feature flags.
     pub features: Option<ExtFeaturesInfo>,
+    /// XFS details (`null` for other filesystems, and for an XFS that cannot be read: a
+    /// warning then says why).
+    pub xfs: Option<XfsInfo>,
+}
+
+/// What an XFS filesystem is made of, read by the XFS engine.
+#[derive(Debug, Clone, Serialize)]
+pub struct XfsInfo {
+    /// 4, or 5 (metadata checksums).
+    pub version: u16,
+    /// Feature names as `mkfs.xfs` calls them: `crc`, `finobt`, `reflink`, `bigtime`, ….
+    pub features: Vec<String>,
+    pub block_size: u32,
+    pub sector_size: u32,
+    pub inode_size: u32,
+    pub dir_block_size: u32,
+    pub ag_count: u32,
+    pub ag_blocks: u32,
+    /// `clean` or `zeroed`.
+    pub log: String,
+    /// Free space in bytes.
+    pub free_bytes: u64,
+    /// Whether imgscrub can edit it (today: no, XFS is read-only).
+    pub writable: bool,
 }
 
 /// ext2/3/4 feature names, as `dumpe2fs` prints them.
@@ -143,6 +167,7 @@ impl From<FsProbe> for FilesystemInfo {
                 incompat: f.incompat,
                 ro_compat: f.ro_compat,
             }),
+            xfs: None,
         }
     }
 }
@@ -222,8 +247,32 @@ fn partition_info(dev: &dyn BlockDev, p: &Partition, warnings: &mut Vec<String>)
     let filesystem = if p.is_extended() {
         None
     } else {
-        match Slice::new(dev, p.start, p.size).and_then(|s| probe(&s)) {
-            Ok(f) => Some(FilesystemInfo::from(f)),
+        match Slice::new(dev, p.start, p.size).and_then(|s| probe(&s).map(|f| (s, f))) {
+            Ok((slice, f)) => {
+                let xfs = f.fstype == FsType::Xfs;
+                let mut info = FilesystemInfo::from(f);
+                if xfs {
+                    match imgscrub_fs::xfs::describe(&slice) {
+                        Ok(d) => {
+                            info.xfs = Some(XfsInfo {
+                                version: d.version,
+                                features: d.features,
+                                block_size: d.block_size,
+                                sector_size: d.sector_size,
+                                inode_size: d.inode_size,
+                                dir_block_size: d.dir_block_size,
+                                ag_count: d.ag_count,
+                                ag_blocks: d.ag_blocks,
+                                log: d.log,
+                                free_bytes: d.free_bytes,
+                                writable: false,
+                            })
+                        }
+                        Err(e) => warnings.push(format!("partition {}: {e}", p.index)),
+                    }
+                }
+                Some(info)
+            }
             Err(e) => {
                 warnings.push(format!("partition {}: cannot probe: {e}", p.index));
                 None
