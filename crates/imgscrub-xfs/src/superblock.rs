@@ -393,6 +393,9 @@ impl Superblock {
                 out.push("attr2".to_string());
             }
         }
+        if self.versionnum & version::BORG != 0 {
+            out.push("ascii-ci".to_string());
+        }
         if self.lazy_counters() {
             out.push("lazy-count".to_string());
         }
@@ -448,13 +451,6 @@ impl Superblock {
                     name: "version 1 directories".into(),
                     kind: "versionnum",
                     bit: u32::from(version::DIRV2),
-                });
-            }
-            if self.versionnum & version::BORG != 0 {
-                return Err(XfsError::UnsupportedFeature {
-                    name: "ascii-ci (case-insensitive names)".into(),
-                    kind: "versionnum",
-                    bit: u32::from(version::BORG),
                 });
             }
             if self.versionnum & version::MOREBITS != 0 {
