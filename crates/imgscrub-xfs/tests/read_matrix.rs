@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The read side against the real tools, on every variant of the mkfs.xfs matrix
 //! (`fixtures/mkxfs.sh --list`): every inode of the manifest (written by the fixture script
 //! from the source tree and xfs_db's edits) reads back exactly — type, mode, owner, size, link
