@@ -94,6 +94,71 @@ fn prepare_output_one_pass() {
     assert_eq!(zerofree_nonzero(&fs), 0);
 }
 
+/// `prepare -q` prints nothing at all when it succeeds without warnings (neither the plan
+/// nor the summary), in place and with --output, but still does the work; a warning is still
+/// printed (on standard error), and `-q --json` still gives the JSON report.
+#[test]
+fn prepare_quiet_prints_only_warnings() {
+    require_tools!("qemu-img", "debugfs");
+    let t = tempfile::tempdir().unwrap();
+    let img = sample(t.path());
+    let s = img.to_str().unwrap();
+    let before = bytes(&img);
+
+    // Without -q the plan and the summary are there (so the test below proves something).
+    let o = imgscrub(&["prepare", s, "--dry-run"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("/etc/ssh/ssh_host_rsa_key"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("steps planned"));
+
+    let quiet = |args: &[&str]| {
+        let o = imgscrub(args);
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.stdout.is_empty() && o.stderr.is_empty(),
+            "{args:?} printed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    quiet(&["prepare", s, "--dry-run", "-q"]);
+    assert_eq!(bytes(&img), before, "dry run changed the image");
+    let out = t.path().join("out.qcow2");
+    quiet(&["prepare", s, "-q", "--output", out.to_str().unwrap()]);
+    assert_eq!(bytes(&img), before, "--output wrote to the input");
+    assert!(out.exists());
+    quiet(&["prepare", "-q", s, "--profile", "linux"]);
+    assert_ne!(bytes(&img), before, "prepare -q did not prepare");
+    let fs = root_fs(t.path(), &img);
+    let ssh = imgscrub_testkit::debugfs(&fs, "ls /etc/ssh");
+    assert!(!ssh.contains("ssh_host_rsa_key"), "{ssh}");
+
+    // -q --json: the report is still printed, and only it.
+    let o = imgscrub(&["prepare", s, "-q", "--json", "--dry-run"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["report"]["steps"].is_array(), "{v}");
+    assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // A warning of the plan survives -q, on standard error.
+    let profile = t.path().join("warn.toml");
+    std::fs::write(
+        &profile,
+        "name = \"warn\"\n\n[[action]]\nid = \"w\"\nkind = \"check\"\n\
+         message = \"no /etc/nonesuch here\"\nwhen = { absent = [\"/etc/nonesuch\"] }\n",
+    )
+    .unwrap();
+    let o = imgscrub(&["prepare", s, "-q", "--dry-run", "--profile", profile.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.stdout.is_empty(), "{}", String::from_utf8_lossy(&o.stdout));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("imgscrub: warning: ") && err.contains("no /etc/nonesuch here"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
 #[test]
 fn convert_is_exact_and_deterministic_and_sparsify_zeroes() {
     require_tools!("qemu-img", "e2fsck", "zerofree", "fsck.vfat");

@@ -31,7 +31,10 @@ Examples:
 
 Profiles: linux, lx-centos, lx-debian, lx-ubuntu, lx-alpine, or a TOML file (docs/profiles.md).
 Operations: `imgscrub list-operations` (docs/operations.md).
-In place, every change is staged first and written only when the whole profile succeeded.")]
+In place, every change is staged first and written only when the whole profile succeeded.
+Output: the plan (one line per step) on standard output and a summary line on standard
+error; -q prints neither, only warnings and errors; --json prints the plan as JSON (with or
+without -q).")]
 pub struct Args {
     /// The disk image (raw or qcow2).
     pub image: PathBuf,
@@ -81,7 +84,8 @@ pub struct Args {
     pub output_format: String,
     #[command(flatten)]
     pub out: OutputArgs,
-    /// No progress bar.
+    /// Quiet: no plan, no summary line, no progress bar; only warnings and errors (on
+    /// standard error). With --json the JSON report is still printed.
     #[arg(long, short = 'q')]
     pub quiet: bool,
 }
@@ -133,6 +137,8 @@ pub fn run(a: &Args) -> Result<()> {
         let outcome = img.prepare(&profile, &opts, a.partition)?;
         if a.json {
             println!("{}", serde_json::to_string_pretty(&outcome)?);
+        } else if a.quiet {
+            warn_quietly(&outcome.report.warnings);
         } else {
             print!("{}", outcome.report.to_text());
             let steps = outcome.report.steps.len();
@@ -175,6 +181,8 @@ pub fn run(a: &Args) -> Result<()> {
             "seconds": start.elapsed().as_secs_f64(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if a.quiet {
+        warn_quietly(&outcome.report.warnings);
     } else {
         print!("{}", outcome.report.to_text());
         eprintln!(
@@ -187,6 +195,14 @@ pub fn run(a: &Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// With -q the plan (which ends with the warnings) is not printed: the warnings still are,
+/// on standard error once the command has succeeded, like every other command's.
+fn warn_quietly(warnings: &[String]) {
+    for w in warnings {
+        super::warn_later(w.clone());
+    }
 }
 
 /// Arguments of `imgscrub list-operations`.
