@@ -152,3 +152,80 @@ fn inspect_sample_qcow2() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with("imgscrub: "), "{err}");
 }
+
+/// A disk whose only filesystem is of a kind imgscrub cannot open (Btrfs here; an LVM
+/// physical volume or LUKS alike): `prepare`, `ls` and `inspect` all say what was found and
+/// what imgscrub opens, as an unsupported input (the exit status of every refused input),
+/// never as a missing file; the image is left byte-identical.
+#[test]
+fn a_root_of_a_kind_we_cannot_open_is_named() {
+    require_tools!("mkfs.btrfs");
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("btrfs.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(128 << 20)
+        .unwrap();
+    run_ok(tool("mkfs.btrfs").args(["-q", "-f"]).arg(&img));
+    let before = std::fs::read(&img).unwrap();
+    let s = img.as_os_str();
+
+    let mut messages = Vec::new();
+    for args in [
+        &["prepare".as_ref(), s][..],
+        &["prepare".as_ref(), s, "--dry-run".as_ref()],
+        &["ls".as_ref(), s, "/".as_ref()],
+    ] {
+        let o = imgscrub(args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(o.stdout.is_empty(), "{args:?}");
+        let err = String::from_utf8(o.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        // `imgscrub: message`; the file verbs put the image's name in front.
+        let msg = err
+            .trim_end()
+            .strip_prefix("imgscrub: ")
+            .unwrap_or_else(|| panic!("{err}"));
+        let msg = msg
+            .strip_prefix(&format!("{}: ", img.display()))
+            .unwrap_or(msg)
+            .to_owned();
+        assert!(!msg.contains("no such file"), "{msg}");
+        assert!(
+            msg.starts_with("no root filesystem imgscrub can open: the disk has btrfs (the whole disk); imgscrub can open "),
+            "{msg}"
+        );
+        for kind in ["ext2", "ext3", "ext4", "xfs", "vfat"] {
+            assert!(msg.contains(kind), "{msg} does not name {kind}");
+        }
+        messages.push(msg);
+    }
+    assert!(messages.windows(2).all(|w| w[0] == w[1]), "{messages:#?}");
+    assert_eq!(std::fs::read(&img).unwrap(), before, "a refused input was written");
+
+    // The same refusal when the volume is named, in the same category.
+    let o = imgscrub(&["prepare".as_ref(), s, "--partition".as_ref(), "0".as_ref()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert!(
+        err.contains("the whole disk holds btrfs, which imgscrub cannot open (it can open ext2"),
+        "{err}"
+    );
+
+    // inspect succeeds (it reads only) and carries the same text as a warning.
+    let o = imgscrub(&["inspect".as_ref(), s]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(out.contains(&format!("warning: {}\n", messages[0])), "{out}");
+    let o = imgscrub(&["inspect".as_ref(), "--json".as_ref(), s]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["os"], serde_json::Value::Null, "{v}");
+    let warnings: Vec<&str> = v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w.as_str())
+        .collect();
+    assert_eq!(warnings, [messages[0].as_str()], "{v}");
+}

@@ -64,6 +64,26 @@ pub enum FsError {
     InvalidPath(String),
     #[error("not supported by this filesystem: {0}")]
     Unsupported(String),
+    /// The volume asked for holds a filesystem imgscrub cannot open (Btrfs, LVM, LUKS…;
+    /// [`crate::guest::OPENABLE`] lists what it opens): an unsupported input.
+    #[error(
+        "{volume} holds {fstype}, which imgscrub cannot open (it can open {})",
+        crate::guest::openable_names()
+    )]
+    UnsupportedFilesystem {
+        /// "partition 2" or "the whole disk".
+        volume: String,
+        /// What the probe found there.
+        fstype: crate::probe::FsType,
+    },
+    /// No volume holds a root filesystem imgscrub can open, and some hold a filesystem that
+    /// could be the root but that imgscrub cannot open: an unsupported input, not a missing
+    /// file. The message names every volume found and the kinds imgscrub opens.
+    #[error("{}", crate::guest::unsupported_root_message(found))]
+    UnsupportedRoot {
+        /// Every volume of the disk: ("partition 2" or "the whole disk", what it holds).
+        found: Vec<(String, crate::probe::FsType)>,
+    },
     #[error("{what}: {source}")]
     Io {
         what: String,

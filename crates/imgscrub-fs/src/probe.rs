@@ -93,7 +93,7 @@ pub struct FsProbe {
 }
 
 impl FsProbe {
-    fn new(fstype: FsType) -> Self {
+    pub(crate) fn new(fstype: FsType) -> Self {
         FsProbe {
             fstype,
             label: None,

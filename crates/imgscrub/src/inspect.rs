@@ -214,6 +214,11 @@ impl Image {
                     }
                 }
             }
+            // The same text `prepare` and the file verbs fail with.
+            Err(e @ crate::Error::Filesystem(imgscrub_fs::FsError::UnsupportedRoot { .. })) => {
+                warnings.push(e.to_string());
+                None
+            }
             Err(e) => {
                 warnings.push(format!("no root filesystem: {e}"));
                 None
