@@ -15,7 +15,9 @@ mod common;
 use common::ext4_partition;
 
 const BIN: &str = env!("CARGO_BIN_EXE_imgscrub");
-const TIMEOUT: Duration = Duration::from_secs(20);
+/// A command still running after this long is taken to hang. Generous (minutes), so that a
+/// slow run on a loaded machine is not mistaken for a hang.
+const TIMEOUT: Duration = imgscrub_testkit::PATIENCE;
 
 struct Rng(u64);
 impl Rng {

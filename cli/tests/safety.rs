@@ -9,7 +9,9 @@
 //! Runs of `prepare` use libfaketime with a frozen clock, so that two uninterrupted runs give
 //! byte-identical images and "fully prepared" can be checked with `qemu-img compare`.
 
-use imgscrub_testkit::{assert_e2fsck_clean, fixture, in_ci, require_tools, run, run_ok, tool};
+use imgscrub_testkit::{
+    assert_e2fsck_clean, fixture, in_ci, require_tools, run, run_ok, tool, wait_for_output,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -297,32 +299,31 @@ fn prepare_killed_at_random_moments() {
 }
 
 /// Start `qemu-io` holding `img` open for writing; returns once it has locked the image.
+///
+/// qemu-io opens (and locks) the image given on its command line first, then reads commands
+/// from standard input, printing its prompt `qemu-io> ` (flushed, even into a pipe) before
+/// each: the prompt is the sign that the lock is there, however long a loaded machine takes
+/// to get there. Standard input stays open, so qemu-io waits for commands until killed.
 fn qemu_io_holding(img: &Path, format: &str) -> std::process::Child {
     let mut child = tool("qemu-io")
-        .args(["-f", format, "-c", "sleep 60000"])
+        .args(["-f", format])
         .arg(img)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until the lock is there: for qcow2 `qemu-img info` (which refuses to share
-    // "write") sees it; QEMU's raw driver shares everything with readers, so for raw ask
-    // imgscrub itself.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        let o = if format == "qcow2" {
-            run(tool("qemu-img").arg("info").arg(img))
-        } else {
-            imgscrub(&["ls", img.to_str().unwrap(), "/"])
-        };
-        if !o.status.success() {
-            return child;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let stdout = child.stdout.take().unwrap();
+    if let Err(out) = wait_for_output(stdout, "qemu-io> ") {
+        let _ = child.kill();
+        let o = child.wait_with_output().unwrap();
+        panic!(
+            "qemu-io did not open {}: {out} {}",
+            img.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("qemu-io did not lock {}", img.display());
+    child
 }
 
 #[test]
@@ -368,25 +369,26 @@ fn qemu_refuses_an_image_imgscrub_writes() {
     for format in ["qcow2", "raw"] {
         let t = tempfile::tempdir().unwrap();
         let img = sample(t.path(), format);
-        // Pause 3 s at the first step of the commit (after the lock was taken).
+        // Hold imgscrub at the first step of its commit (the lock taken, the redo log written)
+        // until `go` exists; with the trace on, it says on stderr when it got there.
+        let go = t.path().join("go");
         let mut child = Command::new(BIN)
             .args(["prepare", "--profile", "linux"])
             .arg(&img)
-            .env("IMGSCRUB_FAILPOINT", "1:sleep=3000")
+            .env("IMGSCRUB_FAILPOINT", format!("1:wait={}", go.display()))
+            .env("IMGSCRUB_FAILPOINT_TRACE", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let log = imgscrub_disk_log(&img);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        // The log is created right before step 1.
-        while !log.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "imgscrub did not reach its commit"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        let stderr = child.stderr.take().unwrap();
+        if let Err(err) = wait_for_output(stderr, "imgscrub-failpoint: step 1:") {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("imgscrub did not reach its commit: {err}");
         }
+        assert!(log.exists(), "no redo log at the first step of the commit");
         let o = run(tool("qemu-io")
             .args(["-f", format, "-c", "write 0 512"])
             .arg(&img));
@@ -411,6 +413,7 @@ fn qemu_refuses_an_image_imgscrub_writes() {
                 "qemu-img info without -U should be refused"
             );
         }
+        std::fs::write(&go, b"").unwrap();
         let status = child.wait().unwrap();
         assert!(status.success());
         assert!(!log.exists());

@@ -6,8 +6,10 @@
 //!
 //! - `IMGSCRUB_FAILPOINT=N` aborts the process (`std::process::abort`, like a crash: no
 //!   destructors, no flush) right before step `N`.
-//! - `IMGSCRUB_FAILPOINT=N:sleep=MS` sleeps `MS` milliseconds before step `N` instead (tests
-//!   use it to observe the image while imgscrub holds it).
+//! - `IMGSCRUB_FAILPOINT=N:sleep=MS` sleeps `MS` milliseconds before step `N` instead.
+//! - `IMGSCRUB_FAILPOINT=N:wait=PATH` waits before step `N` until the file `PATH` exists
+//!   (tests use it to observe the image while imgscrub holds it, for as long as they need on
+//!   a loaded machine, then create `PATH` to let it go on).
 //! - `IMGSCRUB_FAILPOINT_TRACE=1` prints `imgscrub-failpoint: step N: what` on stderr before
 //!   every step, so a test can count the steps of an uninterrupted run.
 //!
@@ -18,21 +20,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Action {
     Abort,
     Sleep(u64),
+    WaitFor(std::path::PathBuf),
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Config {
     at: Option<(u64, Action)>,
     trace: bool,
 }
 
-fn config() -> Config {
+fn config() -> &'static Config {
     static CONFIG: OnceLock<Config> = OnceLock::new();
-    *CONFIG.get_or_init(|| {
+    CONFIG.get_or_init(|| {
         let at = std::env::var("IMGSCRUB_FAILPOINT")
             .ok()
             .and_then(|v| parse(&v));
@@ -47,9 +50,13 @@ fn parse(v: &str) -> Option<(u64, Action)> {
         None => (v, None),
     };
     let n: u64 = n.trim().parse().ok()?;
-    let action = match rest {
+    let action = match rest.map(str::trim) {
         None => Action::Abort,
-        Some(r) => Action::Sleep(r.trim().strip_prefix("sleep=")?.parse().ok()?),
+        Some(r) => match r.strip_prefix("wait=") {
+            Some(path) if !path.is_empty() => Action::WaitFor(path.into()),
+            Some(_) => return None,
+            None => Action::Sleep(r.strip_prefix("sleep=")?.parse().ok()?),
+        },
     };
     Some((n, action))
 }
@@ -62,10 +69,15 @@ pub fn step(what: &str) {
     if c.trace {
         eprintln!("imgscrub-failpoint: step {n}: {what}");
     }
-    match c.at {
-        Some((at, Action::Abort)) if at == n => std::process::abort(),
-        Some((at, Action::Sleep(ms))) if at == n => {
-            std::thread::sleep(std::time::Duration::from_millis(ms));
+    match &c.at {
+        Some((at, Action::Abort)) if *at == n => std::process::abort(),
+        Some((at, Action::Sleep(ms))) if *at == n => {
+            std::thread::sleep(std::time::Duration::from_millis(*ms));
+        }
+        Some((at, Action::WaitFor(path))) if *at == n => {
+            while !path.exists() {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
         }
         _ => {}
     }
@@ -87,6 +99,11 @@ mod tests {
             parse("7:sleep=200"),
             Some((7, Action::Sleep(200)))
         ));
+        assert!(matches!(
+            parse("1:wait=/tmp/go"),
+            Some((1, Action::WaitFor(p))) if p == std::path::Path::new("/tmp/go")
+        ));
+        assert!(parse("1:wait=").is_none());
         assert!(parse("x").is_none());
         assert!(parse("3:nap").is_none());
     }

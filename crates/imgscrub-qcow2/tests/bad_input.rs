@@ -383,13 +383,22 @@ fn image_in_use_by_qemu_is_refused() {
         .arg(p(d, "busy.qcow2"))
         .spawn()
         .unwrap();
-    // Wait (bounded) for qemu-nbd to open the image and create its socket.
-    for _ in 0..100 {
-        if sock.exists() {
-            break;
+    // Wait for the signs that qemu-nbd holds the image: its socket exists and `qemu-img info`
+    // (which does not share "write") is refused. Polled with a limit of minutes, not
+    // seconds: on a loaded machine qemu-nbd can take long to start.
+    imgscrub_testkit::wait_until("qemu-nbd serves and locks busy.qcow2", || {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("qemu-nbd exited: {status}");
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+        sock.exists()
+            && !imgscrub_testkit::run(
+                imgscrub_testkit::tool("qemu-img")
+                    .arg("info")
+                    .arg(p(d, "busy.qcow2")),
+            )
+            .status
+            .success()
+    });
     let before = std::fs::read(p(d, "busy.qcow2")).unwrap();
     let res = Qcow2::open(p(d, "busy.qcow2"), &OpenOptions::read_write());
     let ro = Qcow2::open(p(d, "busy.qcow2"), &OpenOptions::read_only());

@@ -4,8 +4,10 @@
 //! Policy: when an oracle is missing, a test is skipped with a message on a developer machine,
 //! but under `CI=true` a missing oracle fails the test.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 /// The repository root (where `fixtures/` lives).
 pub fn repo_root() -> PathBuf {
@@ -148,4 +150,61 @@ pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// How long a test waits for an external process to give the sign it waits for (a prompt, a
+/// line on a pipe, a file, a socket). Minutes, not seconds: on a busy 2-core machine running
+/// two test suites and a build, any process can be held up for long. The limit only turns a
+/// process that never gives the sign into a failure instead of a hung test; tests wait for
+/// signs, never for a fixed time.
+pub const PATIENCE: Duration = Duration::from_secs(600);
+
+/// Read `from` (a child's piped stdout or stderr) until `needle` appears. Returns what was
+/// read; `Err` with what was read when the stream ends first or [`PATIENCE`] runs out.
+/// The stream is read on a thread of its own, which goes on draining it afterwards (so the
+/// child never blocks on a full pipe) until the child closes it.
+pub fn wait_for_output(from: impl Read + Send + 'static, needle: &str) -> Result<String, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let needle = needle.as_bytes().to_vec();
+    std::thread::spawn(move || {
+        let mut from = from;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut told = false;
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if told {
+                continue;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            if seen.windows(needle.len().max(1)).any(|w| w == needle) {
+                told = true;
+                let _ = tx.send(Ok(String::from_utf8_lossy(&seen).into_owned()));
+            }
+        }
+        if !told {
+            let _ = tx.send(Err(String::from_utf8_lossy(&seen).into_owned()));
+        }
+    });
+    match rx.recv_timeout(PATIENCE) {
+        Ok(r) => r,
+        Err(_) => Err(format!("nothing after {PATIENCE:?}")),
+    }
+}
+
+/// Poll `done` (every 20 ms) until it is true; panics with `what` after [`PATIENCE`].
+/// `done` may itself panic, for example when the process that should bring the change has
+/// exited.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{what}: still not the case after {PATIENCE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
