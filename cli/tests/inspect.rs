@@ -201,7 +201,11 @@ fn a_root_of_a_kind_we_cannot_open_is_named() {
         messages.push(msg);
     }
     assert!(messages.windows(2).all(|w| w[0] == w[1]), "{messages:#?}");
-    assert_eq!(std::fs::read(&img).unwrap(), before, "a refused input was written");
+    assert_eq!(
+        std::fs::read(&img).unwrap(),
+        before,
+        "a refused input was written"
+    );
 
     // The same refusal when the volume is named, in the same category.
     let o = imgscrub(&["prepare".as_ref(), s, "--partition".as_ref(), "0".as_ref()]);
@@ -216,7 +220,10 @@ fn a_root_of_a_kind_we_cannot_open_is_named() {
     let o = imgscrub(&["inspect".as_ref(), s]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = String::from_utf8(o.stdout).unwrap();
-    assert!(out.contains(&format!("warning: {}\n", messages[0])), "{out}");
+    assert!(
+        out.contains(&format!("warning: {}\n", messages[0])),
+        "{out}"
+    );
     let o = imgscrub(&["inspect".as_ref(), "--json".as_ref(), s]);
     assert!(o.status.success());
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

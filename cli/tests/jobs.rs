@@ -113,7 +113,11 @@ fn prepare_quiet_prints_only_warnings() {
 
     let quiet = |args: &[&str]| {
         let o = imgscrub(args);
-        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         assert!(
             o.stdout.is_empty() && o.stderr.is_empty(),
             "{args:?} printed: {}{}",
@@ -138,7 +142,11 @@ fn prepare_quiet_prints_only_warnings() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["report"]["steps"].is_array(), "{v}");
-    assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 
     // A warning of the plan survives -q, on standard error.
     let profile = t.path().join("warn.toml");
@@ -148,9 +156,20 @@ fn prepare_quiet_prints_only_warnings() {
          message = \"no /etc/nonesuch here\"\nwhen = { absent = [\"/etc/nonesuch\"] }\n",
     )
     .unwrap();
-    let o = imgscrub(&["prepare", s, "-q", "--dry-run", "--profile", profile.to_str().unwrap()]);
+    let o = imgscrub(&[
+        "prepare",
+        s,
+        "-q",
+        "--dry-run",
+        "--profile",
+        profile.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(o.stdout.is_empty(), "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        o.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("imgscrub: warning: ") && err.contains("no /etc/nonesuch here"),
