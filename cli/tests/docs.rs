@@ -77,10 +77,9 @@ fn links(markdown: &str) -> Vec<(usize, String)> {
         let t = line.trim_start();
         if t.starts_with('[')
             && let Some(close) = t.find("]:")
+            && let Some(target) = t[close + 2..].split_whitespace().next()
         {
-            if let Some(target) = t[close + 2..].split_whitespace().next() {
-                out.push((i + 1, target.to_owned()));
-            }
+            out.push((i + 1, target.to_owned()));
         }
     }
     out
