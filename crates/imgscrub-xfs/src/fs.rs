@@ -517,7 +517,7 @@ impl<D: BlockDev> XfsFs<D> {
         btree::walk(&r, ag, &btree::INO, agi.root, agi.level, &mut |rec| {
             let c = InodeChunk::parse(rec, sparse);
             if let Some(p) = out.last()
-                && c.startino < p.startino + 64
+                && u64::from(c.startino) < u64::from(p.startino) + 64
             {
                 return Err(corrupt(
                     format!("inode btree of AG {ag}"),
