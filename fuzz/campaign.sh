@@ -30,7 +30,9 @@ bin=${CARGO_TARGET_DIR:-$here/target}/x86_64-unknown-linux-gnu/release
 
 max_len() {
   case $1 in
-    ext4_image|ext4_journal|fat_image) echo 1025 ;;   # 256 records of 4 bytes + 1
+    ext4_image|ext4_journal|fat_image|xfs_image) echo 1025 ;;   # 256 records of 4 bytes + 1
+    xfs_open) echo 40960 ;;                           # a one-AG filesystem up to its last inode
+    xfs_structures) echo 4100 ;;                      # 4 option bytes + a directory block
     fat_open) echo 32768 ;;                           # BPB, FATs, root dir, first clusters
     ext4_structures|qcow2_open|partitions|ext4_open) echo 16384 ;;
     *) echo 4096 ;;

@@ -17,13 +17,16 @@
 
 mod ext4;
 mod fat;
+mod patchdev;
 mod structures;
 mod templates;
 mod walk;
+mod xfs;
 
 pub use ext4::{ext4_image, ext4_journal, ext4_open};
 pub use fat::{fat_image, fat_open};
 pub use structures::ext4_structures;
+pub use xfs::{xfs_image, xfs_open, xfs_structures};
 
 use imgscrub_disk::partition::discover;
 use imgscrub_disk::{BlockDev, MemDev};
@@ -42,6 +45,9 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("ext4_structures", ext4_structures),
     ("fat_open", fat_open),
     ("fat_image", fat_image),
+    ("xfs_open", xfs_open),
+    ("xfs_image", xfs_image),
+    ("xfs_structures", xfs_structures),
 ];
 
 /// Open the input as a qcow2 image held in memory, read through it, then open it read-write
