@@ -62,7 +62,7 @@ fn expected_attr_forms(variant: &str) -> Vec<(&'static str, &'static str, bool)>
         ("/xattr/node", "node", false),
         ("/xattr/btree", "node", !big_inode),
         ("/xattr/btree2", "node", !big_inode),
-        ("/xattr/remote", "leaf", matches!(variant, "b1k" | "i2k")),
+        ("/xattr/remote", "leaf", matches!(variant, "b1k" | "i2k" | "kernel")),
         ("/xattr/dir", "shortform", false),
         ("/xattr/link", "shortform", false),
     ]
