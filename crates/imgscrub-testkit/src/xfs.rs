@@ -252,7 +252,7 @@ pub struct XfsXattr {
 impl XfsFixture {
     /// The manifest, sorted by path.
     pub fn manifest(&self) -> Vec<XfsEntry> {
-        read_manifest(&self.manifest)
+        read_xfs_manifest(&self.manifest)
     }
 
     /// The manifest as a map from path.
@@ -265,7 +265,7 @@ impl XfsFixture {
 
     /// The extended attributes, sorted by path then name.
     pub fn xattrs(&self) -> Vec<XfsXattr> {
-        read_xattrs(&self.xattrs)
+        read_xfs_xattrs(&self.xattrs)
     }
 }
 
@@ -292,7 +292,7 @@ fn num<T: std::str::FromStr>(f: &[u8], what: &str) -> T {
 }
 
 /// Parse an `IMAGE.manifest.tsv` file.
-pub fn read_manifest(path: &Path) -> Vec<XfsEntry> {
+pub fn read_xfs_manifest(path: &Path) -> Vec<XfsEntry> {
     tsv_lines(path)
         .into_iter()
         .map(|f| {
@@ -320,7 +320,7 @@ pub fn read_manifest(path: &Path) -> Vec<XfsEntry> {
 }
 
 /// Parse an `IMAGE.xattrs.tsv` file.
-pub fn read_xattrs(path: &Path) -> Vec<XfsXattr> {
+pub fn read_xfs_xattrs(path: &Path) -> Vec<XfsXattr> {
     tsv_lines(path)
         .into_iter()
         .map(|f| {
@@ -523,7 +523,7 @@ fn parse_num(v: &str) -> Option<u64> {
 /// is a header `agno agbno len`, one line per record, then a histogram starting with
 /// `from to extents blocks pct`. See [`xfs_free_ranges`] for the btrees alone.
 pub fn xfs_freesp(image: &Path) -> Vec<(u64, u64, u64)> {
-    parse_freesp(&xfs_db(image, &["freesp -d"]))
+    parse_xfs_freesp(&xfs_db(image, &["freesp -d"]))
 }
 
 /// The active AGFL entries of every AG as `(agno, agbno)`: blocks that are in neither the
@@ -576,7 +576,7 @@ pub fn xfs_agfl(image: &Path) -> Vec<(u64, u64)> {
 }
 
 /// Parse the per-record part of `freesp -d` output.
-pub fn parse_freesp(out: &str) -> Vec<(u64, u64, u64)> {
+pub fn parse_xfs_freesp(out: &str) -> Vec<(u64, u64, u64)> {
     let mut v = Vec::new();
     for line in out.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -895,7 +895,7 @@ pub fn xfs_readlink(image: &Path, path: &str) -> Option<Vec<u8>> {
         let (out, _) = xfs_db_bytes(image, &[&format!("path {path}"), field]);
         let start = out.iter().position(|b| *b == b'"')? + 1;
         let end = out.iter().rposition(|b| *b == b'"')?;
-        return Some(unescape(&out[start..end]));
+        return Some(xfs_db_unescape(&out[start..end]));
     }
     let mut target = Vec::with_capacity(size);
     for ext in parse_bmap(&sb, &out) {
@@ -909,7 +909,7 @@ pub fn xfs_readlink(image: &Path, path: &str) -> Option<Vec<u8>> {
 }
 
 /// Undo xfs_db's C-style escapes in a printed string (`\ooo` octal, `\n`, `\\`, `\"`...).
-pub fn unescape(s: &[u8]) -> Vec<u8> {
+pub fn xfs_db_unescape(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
@@ -1073,7 +1073,7 @@ fn split_field(line: &[u8]) -> Option<(&str, &[u8])> {
 fn quoted(v: &[u8]) -> Vec<u8> {
     let v = v.strip_prefix(b"\"").unwrap_or(v);
     let v = v.strip_suffix(b"\"").unwrap_or(v);
-    unescape(v)
+    xfs_db_unescape(v)
 }
 
 /// Entries of one attribute leaf block as printed by xfs_db: `entries[...]` lines

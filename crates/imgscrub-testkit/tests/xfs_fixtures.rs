@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use imgscrub_testkit::{
-    XfsDirForm, XfsFixture, assert_xfs_repair_clean, make_xfs, make_xfs_dirty, parse_freesp,
+    XfsDirForm, XfsFixture, assert_xfs_repair_clean, make_xfs, make_xfs_dirty, parse_xfs_freesp,
     xfs_agfl, xfs_attr_form, xfs_attrs, xfs_bmap, xfs_cat, xfs_db, xfs_dir_form, xfs_free_ranges,
     xfs_free_ranges_with_agfl, xfs_ino, xfs_ls, xfs_readlink, xfs_repair_check, xfs_sb, xfs_stat,
     xfs_stat_many, xfs_variants, xfs_variants_all,
@@ -62,7 +62,11 @@ fn expected_attr_forms(variant: &str) -> Vec<(&'static str, &'static str, bool)>
         ("/xattr/node", "node", false),
         ("/xattr/btree", "node", !big_inode),
         ("/xattr/btree2", "node", !big_inode),
-        ("/xattr/remote", "leaf", matches!(variant, "b1k" | "i2k" | "kernel")),
+        (
+            "/xattr/remote",
+            "leaf",
+            matches!(variant, "b1k" | "i2k" | "kernel"),
+        ),
         ("/xattr/dir", "shortform", false),
         ("/xattr/link", "shortform", false),
     ]
@@ -442,9 +446,12 @@ fn kernel_variants() {
 fn parse_freesp_output() {
     let out = "    agno    agbno      len\n       0        6        1\n       0       49     4047\n       \
                3       10     4086\n   from      to extents  blocks    pct\n      1       1      16      16   0.11\n";
-    assert_eq!(parse_freesp(out), [(0, 6, 1), (0, 49, 4047), (3, 10, 4086)]);
     assert_eq!(
-        imgscrub_testkit::unescape(br#"a\000\377\\b\"c"#),
+        parse_xfs_freesp(out),
+        [(0, 6, 1), (0, 49, 4047), (3, 10, 4086)]
+    );
+    assert_eq!(
+        imgscrub_testkit::xfs_db_unescape(br#"a\000\377\\b\"c"#),
         b"a\0\xff\\b\"c"
     );
 }
