@@ -19,7 +19,21 @@ Examples:
   imgscrub inspect disk.qcow2            partitions and filesystems, as a table
   imgscrub inspect --json disk.img | jq '.partitions[].filesystem.type'
 
-Run `imgscrub <command> --help` for the options and examples of each command."
+Run `imgscrub <command> --help` for the options and examples of each command.
+
+Exit status:
+  0    success
+  1    failure: I/O error, missing image, no such guest file, bad profile…
+  2    usage error: the command line is wrong (unknown option, options that conflict)
+  3    unsupported input: the image uses something imgscrub does not handle (a qcow2
+       feature, encryption, a root on Btrfs/LVM/LUKS, an ext4 or XFS feature; XFS is
+       read-only for now)
+  4    damaged input: corrupt metadata, a checksum mismatch, a journal or log that needs
+       repair
+  5    the image is in use (QEMU or another imgscrub holds its lock)
+  130  interrupted (Ctrl-C, SIGTERM)
+On any failure one line `imgscrub: <error>` goes to standard error and the image is left
+as it was."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -80,27 +94,42 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(e) if interrupted(&e) => {
-            eprintln!("imgscrub: interrupted: stopped before writing anything");
-            ExitCode::from(130)
-        }
         Err(e) => {
-            eprintln!("imgscrub: {}", one_line(&e));
-            ExitCode::FAILURE
+            let status = exit_status(&e);
+            if status == INTERRUPTED {
+                eprintln!("imgscrub: interrupted: stopped before writing anything");
+            } else {
+                eprintln!("imgscrub: {}", one_line(&e));
+            }
+            ExitCode::from(status)
         }
     }
 }
 
-/// True when the job stopped because of Ctrl-C / SIGTERM (see `progress::Bar`).
-fn interrupted(e: &anyhow::Error) -> bool {
-    use imgscrub::shrink::ShrinkError;
-    e.chain().any(|c| {
-        matches!(c.downcast_ref(), Some(ShrinkError::Cancelled))
-            || matches!(
-                c.downcast_ref(),
-                Some(imgscrub::Error::Shrink(ShrinkError::Cancelled))
-            )
-    })
+/// Exit status of a failure (`--help` lists them; docs/decisions.md says why).
+const FAILURE: u8 = 1;
+/// clap exits with 2 on usage errors; [`cmd::Usage`] errors found after parsing do too.
+const USAGE: u8 = 2;
+const UNSUPPORTED: u8 = 3;
+const DAMAGED: u8 = 4;
+const IN_USE: u8 = 5;
+/// 128 + SIGINT, what shells report for a command ended by Ctrl-C.
+const INTERRUPTED: u8 = 130;
+
+/// The exit status of a failed command: its category, found anywhere in the chain of causes
+/// (so that context added on the way up does not hide it).
+fn exit_status(e: &anyhow::Error) -> u8 {
+    use imgscrub::ErrorCategory;
+    if e.chain().any(|c| c.is::<cmd::Usage>()) {
+        return USAGE;
+    }
+    match imgscrub::error_category(e.as_ref()) {
+        ErrorCategory::Unsupported => UNSUPPORTED,
+        ErrorCategory::Damaged => DAMAGED,
+        ErrorCategory::InUse => IN_USE,
+        ErrorCategory::Interrupted => INTERRUPTED,
+        _ => FAILURE,
+    }
 }
 
 /// The error and its causes joined with ": " on one line. Library errors already include
@@ -122,7 +151,109 @@ fn one_line(e: &anyhow::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::exit_status;
+    use anyhow::Context;
     use clap::CommandFactory;
+    use imgscrub::disk::{DiskError, LockError};
+    use imgscrub::fs::FsError;
+    use imgscrub::fs::probe::FsType;
+    use imgscrub::prepare::PrepareError;
+    use imgscrub::shrink::ShrinkError;
+
+    /// `err` as the CLI sees it: converted to anyhow, with context on top.
+    fn status(err: impl std::error::Error + Send + Sync + 'static) -> u8 {
+        let e = Err::<(), _>(err)
+            .context("disk.img")
+            .context("while preparing")
+            .unwrap_err();
+        exit_status(&e)
+    }
+
+    #[test]
+    fn exit_status_other_failures_are_1() {
+        assert_eq!(status(std::io::Error::from(std::io::ErrorKind::NotFound)), 1);
+        assert_eq!(
+            status(imgscrub::Error::Open {
+                path: "disk.img".into(),
+                message: "no such file or directory".into(),
+            }),
+            1
+        );
+        assert_eq!(status(FsError::NotFound("/etc/x".into())), 1);
+        assert_eq!(
+            status(imgscrub::Error::Prepare(PrepareError::UnknownProfile(
+                "x".into()
+            ))),
+            1
+        );
+        assert_eq!(exit_status(&anyhow::anyhow!("plain message")), 1);
+    }
+
+    #[test]
+    fn exit_status_usage_errors_are_2() {
+        let e = Err::<(), _>(super::cmd::usage("--a and --b do not go together"))
+            .context("prepare")
+            .unwrap_err();
+        assert_eq!(exit_status(&e), 2);
+    }
+
+    #[test]
+    fn exit_status_unsupported_inputs_are_3() {
+        assert_eq!(
+            status(imgscrub::Error::Filesystem(FsError::UnsupportedRoot {
+                found: vec![("the whole disk".into(), FsType::Btrfs)],
+            })),
+            3
+        );
+        // Through a non-transparent wrapper of another layer.
+        assert_eq!(
+            status(imgscrub::Error::Prepare(PrepareError::Fs(
+                FsError::UnsupportedFilesystem {
+                    volume: "partition 2".into(),
+                    fstype: FsType::Btrfs,
+                }
+            ))),
+            3
+        );
+        assert_eq!(
+            status(imgscrub::Error::Disk(DiskError::Unsupported(
+                "qcow2 image is encrypted".into()
+            ))),
+            3
+        );
+    }
+
+    #[test]
+    fn exit_status_damaged_inputs_are_4() {
+        assert_eq!(
+            status(imgscrub::Error::Disk(DiskError::corrupt(
+                "GPT header",
+                "both copies damaged"
+            ))),
+            4
+        );
+        assert_eq!(
+            status(ShrinkError::Fs(FsError::Disk(DiskError::corrupt("x", "y")))),
+            4
+        );
+    }
+
+    #[test]
+    fn exit_status_an_image_in_use_is_5() {
+        assert_eq!(
+            status(imgscrub::Error::Lock(LockError::InUse {
+                path: "disk.img".into(),
+                detail: "it holds the \"write\" permission".into(),
+            })),
+            5
+        );
+    }
+
+    #[test]
+    fn exit_status_interrupted_is_130() {
+        assert_eq!(status(ShrinkError::Cancelled), 130);
+        assert_eq!(status(imgscrub::Error::Shrink(ShrinkError::Cancelled)), 130);
+    }
 
     /// clap's own consistency checks (unique short options, valid defaults…) over every
     /// subcommand: a clash would otherwise only show when a user runs that subcommand.

@@ -63,7 +63,9 @@ fn finish(g: Guest<'_>, dry_run: bool) -> Result<u64> {
 
 fn guest_path(p: &str) -> Result<&[u8]> {
     if !p.starts_with('/') {
-        bail!("guest paths are absolute: {p:?} should start with '/'");
+        return Err(super::usage(format!(
+            "guest paths are absolute: {p:?} should start with '/'"
+        )));
     }
     Ok(p.as_bytes())
 }
@@ -542,7 +544,7 @@ pub struct SymlinkArgs {
 
 pub fn symlink(a: &SymlinkArgs) -> Result<()> {
     if a.to.is_empty() {
-        bail!("the link target is empty");
+        return Err(super::usage("the link target is empty"));
     }
     let img = open(&a.target, true, a.edit.dry_run)?;
     let mut g = guest(&img, &a.target, true)?;

@@ -5,6 +5,25 @@ pub mod inspect;
 pub mod prepare;
 pub mod shrink;
 
+/// A mistake in the command line found after clap parsed it (options that do not go
+/// together, a value of the wrong form): `main` exits with status 2, as for clap's own
+/// usage errors, and prints the message like any other error.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// A [`Usage`] error: `return Err(usage("--a and --b do not go together"))`.
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    Usage(message.into()).into()
+}
+
 /// Open an image and report on stderr what opening it had to say (for example that an
 /// interrupted change was finished or rolled back, docs/safety.md).
 pub fn open_image(

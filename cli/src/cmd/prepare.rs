@@ -114,7 +114,7 @@ pub fn run(a: &Args) -> Result<()> {
         machine_id: a
             .machine_id
             .parse::<MachineIdPolicy>()
-            .map_err(|e| anyhow::anyhow!("--machine-id: {e}"))?,
+            .map_err(|e| super::usage(format!("--machine-id: {e}")))?,
         operations: a.operations.as_deref().map(Selection::parse).transpose()?,
         force: a.force,
         dry_run: a.dry_run,
@@ -123,7 +123,9 @@ pub fn run(a: &Args) -> Result<()> {
         fixed_time: a.timestamp.map(|s| Timestamp::new(s, 0)),
     };
     if a.output.is_some() && a.dry_run {
-        bail!("--dry-run and --output do not go together (a dry run writes nothing)");
+        return Err(super::usage(
+            "--dry-run and --output do not go together (a dry run writes nothing)",
+        ));
     }
     let start = Instant::now();
     let Some(out) = &a.output else {

@@ -2,7 +2,7 @@
 
 use super::human_size;
 use crate::progress::Bar;
-use anyhow::{Result, bail};
+use anyhow::Result;
 use imgscrub::shrink::sparsify::Action;
 use imgscrub::shrink::{Compression, ConvertOptions, ConvertReport, OutputFormat, SparsifyOptions};
 use imgscrub::{Format, OpenOptions};
@@ -37,9 +37,9 @@ impl OutputArgs {
         let compression = match (format, self.compress.as_str()) {
             (OutputFormat::Raw, "none") => Compression::None,
             (OutputFormat::Raw, c) => {
-                bail!(
+                return Err(super::usage(format!(
                     "raw output cannot be compressed (--compress {c}): use --compress none or qcow2"
-                )
+                )));
             }
             (_, "zlib") => Compression::Zlib,
             (_, "none") => Compression::None,

@@ -8,6 +8,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod category;
 pub mod ext4;
 pub mod fat;
 pub mod filesystem;
@@ -19,6 +20,7 @@ pub mod resolve;
 pub mod tree;
 pub mod xfs;
 
+pub use category::{ErrorCategory, category_of};
 pub use ext4::Ext4;
 pub use fat::FatFs;
 pub use filesystem::{Entry, Filesystem, FsError, FsKind, Meta, NodeId, Result};

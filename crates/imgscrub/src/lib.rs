@@ -20,7 +20,7 @@ mod image;
 mod inspect;
 mod work;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorCategory, Result, error_category};
 pub use image::{Format, Image, OpenOptions};
 pub use inspect::{
     BackingFile, ExtFeaturesInfo, FilesystemInfo, Inspection, OsSection, PartitionInfo, TableInfo,
