@@ -5,6 +5,7 @@
 //! tables. Every command (`prepare --profile linux`, `rm`, `sparsify`, `inspect`, `ls`)
 //! either succeeds — and then `e2fsck -fn` finds no more problems than before — or fails
 //! with a one-line message and leaves the file byte-identical. Never a panic, never a hang.
+//! A failure exits with the status of a refused input (1, 3 or 4; see `imgscrub --help`).
 
 use imgscrub_testkit::{fixture, require_tools, run, run_ok, tool};
 use std::path::Path;
@@ -268,6 +269,14 @@ fn check_case(dir: &Path, damaged: &[u8], format: &str, root: (u64, u64), label:
         assert!(!o.stderr.contains("panicked"), "{what}:\n{}", o.stderr);
         let after = std::fs::read(&img).unwrap();
         if o.code != Some(0) {
+            // Damaged (4) mostly; unsupported (3) when the damage sets a feature bit; 1 when
+            // it leaves nothing recognisable ("no root filesystem"). Never usage or in use.
+            assert!(
+                matches!(o.code, Some(1 | 3 | 4)),
+                "{what}: exit status {:?}, not one of a refused input:\n{}",
+                o.code,
+                o.stderr
+            );
             let lines: Vec<&str> = o.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
             assert_eq!(
                 lines.len(),

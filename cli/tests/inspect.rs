@@ -155,8 +155,8 @@ fn inspect_sample_qcow2() {
 
 /// A disk whose only filesystem is of a kind imgscrub cannot open (Btrfs here; an LVM
 /// physical volume or LUKS alike): `prepare`, `ls` and `inspect` all say what was found and
-/// what imgscrub opens, as an unsupported input (the exit status of every refused input),
-/// never as a missing file; the image is left byte-identical.
+/// what imgscrub opens, as an unsupported input (exit status 3, not the 1 of a missing
+/// file); the image is left byte-identical.
 #[test]
 fn a_root_of_a_kind_we_cannot_open_is_named() {
     require_tools!("mkfs.btrfs");
@@ -177,7 +177,7 @@ fn a_root_of_a_kind_we_cannot_open_is_named() {
         &["ls".as_ref(), s, "/".as_ref()],
     ] {
         let o = imgscrub(args);
-        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert_eq!(o.status.code(), Some(3), "{args:?}");
         assert!(o.stdout.is_empty(), "{args:?}");
         let err = String::from_utf8(o.stderr).unwrap();
         assert_eq!(err.lines().count(), 1, "{err}");
@@ -209,7 +209,7 @@ fn a_root_of_a_kind_we_cannot_open_is_named() {
 
     // The same refusal when the volume is named, in the same category.
     let o = imgscrub(&["prepare".as_ref(), s, "--partition".as_ref(), "0".as_ref()]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(3));
     let err = String::from_utf8(o.stderr).unwrap();
     assert!(
         err.contains("the whole disk holds btrfs, which imgscrub cannot open (it can open ext2"),
