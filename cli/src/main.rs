@@ -32,6 +32,7 @@ Exit status:
        repair
   5    the image is in use (QEMU or another imgscrub holds its lock)
   130  interrupted (Ctrl-C, SIGTERM)
+
 On any failure one line `imgscrub: <error>` goes to standard error and the image is left
 as it was."
 )]
@@ -171,7 +172,10 @@ mod tests {
 
     #[test]
     fn exit_status_other_failures_are_1() {
-        assert_eq!(status(std::io::Error::from(std::io::ErrorKind::NotFound)), 1);
+        assert_eq!(
+            status(std::io::Error::from(std::io::ErrorKind::NotFound)),
+            1
+        );
         assert_eq!(
             status(imgscrub::Error::Open {
                 path: "disk.img".into(),

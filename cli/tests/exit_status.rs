@@ -122,7 +122,10 @@ fn edits_of_an_xfs_image_exit_3() {
         let err = fails_with(3, args);
         assert!(err.contains("XFS"), "{args:?}: {err}");
     }
-    assert!(std::fs::read(&img).unwrap() == before, "a refused edit wrote");
+    assert!(
+        std::fs::read(&img).unwrap() == before,
+        "a refused edit wrote"
+    );
     let o = imgscrub(&["ls", p, "/"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
@@ -157,7 +160,10 @@ fn a_damaged_image_exits_4() {
         let err = fails_with(4, args);
         assert!(err.contains("checksum mismatch"), "{args:?}: {err}");
     }
-    assert!(std::fs::read(&img).unwrap() == bytes, "a refused edit wrote");
+    assert!(
+        std::fs::read(&img).unwrap() == bytes,
+        "a refused edit wrote"
+    );
 
     // A qcow2 header cut short.
     let q = dir.path().join("short.qcow2");

@@ -165,7 +165,10 @@ mod tests {
                 ))),
                 Other,
             ),
-            (FsError::Disk(DiskError::Unsupported("x".into())), Unsupported),
+            (
+                FsError::Disk(DiskError::Unsupported("x".into())),
+                Unsupported,
+            ),
             (FsError::NotFound("/x".into()), Other),
             (FsError::UnsupportedRoot { found: Vec::new() }, Unsupported),
         ];
