@@ -61,6 +61,21 @@ pub fn entries(r: &Reader<'_>, dir: &Inode) -> Result<Vec<RawEntry>> {
     }
 }
 
+/// A name the layers above can trust: no `/`, no NUL (a damaged block could hold either,
+/// and a path built from it would point somewhere else).
+fn check_name(name: &[u8], what: &dyn Fn() -> String) -> Result<()> {
+    if name.iter().any(|&c| c == b'/' || c == 0) {
+        return Err(corrupt(
+            what(),
+            format!(
+                "entry name {:?} contains '/' or NUL",
+                String::from_utf8_lossy(name)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Which form `dir` is in (for inspection and tests).
 pub fn form(r: &Reader<'_>, dir: &Inode) -> Result<DirForm> {
     match dir.format {
@@ -134,6 +149,7 @@ fn shortform(r: &Reader<'_>, dir: &Inode) -> Result<Vec<RawEntry>> {
         }
         last_off = off;
         let nm = bytes(d, pos + 3, namelen).to_vec();
+        check_name(&nm, &name)?;
         let file_type = if ft {
             ftype(u8_at(d, pos + 3 + namelen))
         } else {
@@ -290,8 +306,10 @@ fn parse_data_block(
         if namelen == 0 || pos + esz > end || usize::from(u16_at(b, pos + esz - 2)) != pos {
             return Err(corrupt(name(), format!("entry at byte {pos}")));
         }
+        let nm = bytes(b, pos + 9, namelen).to_vec();
+        check_name(&nm, &name)?;
         out.push(RawEntry {
-            name: bytes(b, pos + 9, namelen).to_vec(),
+            name: nm,
             ino,
             file_type: if ft {
                 ftype(u8_at(b, pos + 9 + namelen))
