@@ -70,7 +70,16 @@ pub struct XfsFs<D: BlockDev> {
     log: LogState,
     /// The last file's extent map: reads of one file in many calls parse it once.
     cache: Mutex<Option<(u64, Arc<Vec<Extent>>)>>,
+    /// Name indexes of the directories looked up last (the filesystem is never written
+    /// while open, so they cannot go stale): a path walk or a scan of one big directory
+    /// parses each directory once, not once per name.
+    dirs: Mutex<Vec<(u64, Arc<DirIndex>)>>,
 }
+
+/// A directory's entries by name.
+type DirIndex = std::collections::HashMap<Vec<u8>, u64>;
+/// How many directory indexes are kept.
+const DIR_CACHE: usize = 16;
 
 impl<D: BlockDev> XfsFs<D> {
     /// Open the filesystem on `dev`: the primary superblock is checked (geometry, CRC,
@@ -109,6 +118,7 @@ impl<D: BlockDev> XfsFs<D> {
             sb,
             log,
             cache: Mutex::new(None),
+            dirs: Mutex::new(Vec::new()),
         };
         {
             let r = fs.reader();
@@ -237,11 +247,29 @@ impl<D: BlockDev> XfsFs<D> {
             self.dir_inode(dir)?;
             return Ok(Some(dir));
         }
-        Ok(self
-            .raw_entries(dir)?
-            .into_iter()
-            .find(|e| e.name == name)
-            .map(|e| e.ino))
+        Ok(self.dir_index(dir)?.get(name).copied())
+    }
+
+    /// The name index of directory `dir`, from the cache or parsed now.
+    fn dir_index(&self, dir: u64) -> Result<Arc<DirIndex>> {
+        if let Ok(c) = self.dirs.lock()
+            && let Some((_, idx)) = c.iter().find(|(d, _)| *d == dir)
+        {
+            return Ok(idx.clone());
+        }
+        let idx: Arc<DirIndex> = Arc::new(
+            self.raw_entries(dir)?
+                .into_iter()
+                .map(|e| (e.name, e.ino))
+                .collect(),
+        );
+        if let Ok(mut c) = self.dirs.lock() {
+            if c.len() >= DIR_CACHE {
+                c.remove(0);
+            }
+            c.push((dir, idx.clone()));
+        }
+        Ok(idx)
     }
 
     /// Which of the five forms directory `ino` is in.
@@ -345,33 +373,41 @@ impl<D: BlockDev> XfsFs<D> {
                     .ok_or_else(|| corrupt(name(), "target longer than the inode"))
             }
             Format::Extents | Format::Btree => {
+                // One buffer per extent, as the kernel writes them: on v5 each buffer starts
+                // with one header and its CRC covers the whole buffer.
                 let r = self.reader();
                 let exts = bmap::extents(&r, &i, Fork::Data)?;
                 let v5 = self.sb.is_v5();
-                let bs = self.sb.blocksize as usize;
-                let per = if v5 { bs - 56 } else { bs };
                 let mut out = Vec::with_capacity(size);
-                let mut fb = 0u64;
-                while out.len() < size {
-                    let b = bmap::read_mapped(&r, &exts, fb, 1, &name)?;
-                    let want = (size - out.len()).min(per);
+                for e in exts.iter() {
+                    if out.len() >= size {
+                        break;
+                    }
+                    if e.len > 2 {
+                        return Err(corrupt(name(), format!("extent of {} blocks", e.len)));
+                    }
+                    let b = r.fsb(e.block, e.len as u32, &name)?;
+                    let hdr = if v5 { 56 } else { 0 };
+                    let want = (size - out.len()).min(b.len() - hdr);
                     if v5 {
-                        if crate::be::bytes(&b, 0, 4) != b"XSLM" {
+                        use crate::be::{bytes, u32_at, u64_at};
+                        if bytes(&b, 0, 4) != b"XSLM" {
                             return Err(corrupt(name(), "remote block: bad magic number"));
                         }
                         crate::csum::verify(&b, 12, name)?;
-                        if crate::be::u32_at(&b, 4) as usize != out.len()
-                            || crate::be::u32_at(&b, 8) as usize != want
-                            || crate::be::u64_at(&b, 32) != ino
-                            || crate::be::bytes(&b, 16, 16) != self.sb.meta_uuid()
+                        if u32_at(&b, 4) as usize != out.len()
+                            || u32_at(&b, 8) as usize != want
+                            || u64_at(&b, 32) != ino
+                            || u64_at(&b, 40) != r.fsb_daddr(e.block)
+                            || bytes(&b, 16, 16) != self.sb.meta_uuid()
                         {
                             return Err(corrupt(name(), "remote block header"));
                         }
-                        out.extend_from_slice(crate::be::bytes(&b, 56, want));
-                    } else {
-                        out.extend_from_slice(crate::be::bytes(&b, 0, want));
                     }
-                    fb += 1;
+                    out.extend_from_slice(crate::be::bytes(&b, hdr, want));
+                }
+                if out.len() != size {
+                    return Err(corrupt(name(), "the target's blocks are missing"));
                 }
                 Ok(out)
             }

@@ -1,114 +1,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The read side against the real tools, on every variant of the mkfs.xfs matrix
-//! (`fixtures/mkxfs.sh --list`): every inode of the manifest (written by the fixture script
-//! from the source tree and xfs_db's edits) reads back exactly — type, mode, owner, size, link
-//! count, content, symlink target, device number, extended attributes — and the free space
-//! equals what `xfs_db freesp -d` lists.
+//! (`fixtures/mkxfs.sh --list`, plus the loop-mounted `kernel` variant as root): every inode
+//! of the manifest (written by the fixture script from the source tree, xfs_db's edits and
+//! the kernel's own view) reads back exactly — type, mode, owner, size, link count, content,
+//! symlink target, device number, extended attributes — and the free space equals what
+//! `xfs_db freesp -d` lists. A dirty log is refused with the reason.
 
 use imgscrub_disk::RawFile;
 use imgscrub_testkit as tk;
-use imgscrub_xfs::{FileType, FreeRange, OpenOptions, XfsFs};
+use imgscrub_xfs::{FileType, FreeRange, OpenOptions, XfsError, XfsFs};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::path::Path;
-
-/// One line of `OUT.img.manifest.tsv`.
-#[derive(Debug)]
-struct Want {
-    /// Raw bytes: names need not be UTF-8.
-    path: Vec<u8>,
-    kind: String,
-    mode: u16,
-    uid: u32,
-    gid: u32,
-    size: Option<u64>,
-    nlink: u32,
-    sha256: Option<String>,
-    target: Option<String>,
-    rdev: Option<(u32, u32)>,
-}
-
-fn dash(s: &str) -> Option<&str> {
-    (s != "-").then_some(s)
-}
-
-/// Tab-separated fields of each line: the path as bytes, the rest as text (the host path
-/// column may hold bytes that are not UTF-8; it is not used).
-fn tsv(path: String) -> Vec<(Vec<u8>, Vec<String>)> {
-    let raw = std::fs::read(path).unwrap_or_default();
-    raw.split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let mut f = l.split(|&b| b == b'\t');
-            let first = f.next().unwrap().to_vec();
-            let rest = f.map(|x| String::from_utf8_lossy(x).into_owned()).collect();
-            (first, rest)
-        })
-        .collect()
-}
-
-fn manifest(img: &Path) -> Vec<Want> {
-    tsv(format!("{}.manifest.tsv", img.display()))
-        .into_iter()
-        .map(|(path, rest)| {
-            let f: Vec<&str> = std::iter::once("")
-                .chain(rest.iter().map(String::as_str))
-                .collect();
-            Want {
-                path,
-                kind: f[1].to_string(),
-                mode: u16::from_str_radix(f[2], 8).unwrap(),
-                uid: f[3].parse().unwrap(),
-                gid: f[4].parse().unwrap(),
-                size: dash(f[5]).map(|s| s.parse().unwrap()),
-                nlink: f[6].parse().unwrap(),
-                sha256: dash(f[7]).map(str::to_string),
-                target: dash(f[8]).map(str::to_string),
-                rdev: dash(f[9]).map(|s| {
-                    let (a, b) = s.split_once(':').unwrap();
-                    (a.parse().unwrap(), b.parse().unwrap())
-                }),
-            }
-        })
-        .collect()
-}
-
-/// `OUT.img.xattrs.tsv` as path -> (Linux name -> sha256 of the on-disk value, hex).
-type XattrMap = BTreeMap<Vec<u8>, BTreeMap<String, (String, Option<String>)>>;
-
-fn xattrs(img: &Path) -> XattrMap {
-    let mut out: XattrMap = BTreeMap::new();
-    for (path, rest) in tsv(format!("{}.xattrs.tsv", img.display())) {
-        let f: Vec<&str> = std::iter::once("")
-            .chain(rest.iter().map(String::as_str))
-            .collect();
-        out.entry(path).or_default().insert(
-            f[1].to_string(),
-            (f[5].to_string(), dash(f[6]).map(str::to_string)),
-        );
-    }
-    out
-}
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
-        .collect()
-}
-
-fn build(variant: &str, dir: &Path) -> std::path::PathBuf {
-    let img = dir.join(format!("{variant}.img"));
-    tk::run_ok(
-        tk::tool("bash")
-            .arg(tk::fixture("mkxfs.sh"))
-            .arg(variant)
-            .arg(&img),
-    );
-    img
 }
 
 fn walk_to(fs: &XfsFs<RawFile>, path: &[u8]) -> u64 {
@@ -134,61 +39,28 @@ fn kind(t: FileType) -> &'static str {
     }
 }
 
-/// `xfs_db freesp -d` as merged byte ranges.
-fn xfs_db_free(img: &Path) -> Vec<FreeRange> {
-    let sb = tk::run_ok(
-        tk::tool("xfs_db")
-            .args(["-r", "-c", "sb 0", "-c", "print blocksize agblocks"])
-            .arg(img),
-    );
-    let field = |name: &str| -> u64 {
-        sb.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} = ")))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    let (bs, agblocks) = (field("blocksize"), field("agblocks"));
-    let out = tk::run_ok(tk::tool("xfs_db").args(["-r", "-c", "freesp -d"]).arg(img));
-    let mut runs: Vec<(u64, u64)> = Vec::new();
-    for l in out.lines() {
-        let f: Vec<u64> = l
-            .split_whitespace()
-            .filter_map(|w| w.parse().ok())
-            .collect();
-        if f.len() == 3 && l.split_whitespace().count() == 3 {
-            runs.push(((f[0] * agblocks + f[1]) * bs, f[2] * bs));
-        }
-        if l.trim_start().starts_with("from") {
-            break;
-        }
-    }
-    runs.sort_unstable();
-    let mut merged: Vec<FreeRange> = Vec::new();
-    for (offset, len) in runs {
-        match merged.last_mut() {
-            Some(r) if r.offset + r.len == offset => r.len += len,
-            _ => merged.push(FreeRange { offset, len }),
-        }
-    }
-    merged
-}
-
 fn check_variant(variant: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let img = build(variant, dir.path());
-    let fs = XfsFs::open(RawFile::open(&img).unwrap(), OpenOptions::default())
+    let Some(fx) = tk::make_xfs(variant, dir.path()) else {
+        return;
+    };
+    let fs = XfsFs::open(RawFile::open(&fx.image).unwrap(), OpenOptions::default())
         .unwrap_or_else(|e| panic!("{variant}: open: {e}"));
-    let want_x = xattrs(&img);
+    let mut want_x: BTreeMap<Vec<u8>, BTreeMap<String, tk::XfsXattr>> = BTreeMap::new();
+    for x in fx.xattrs() {
+        want_x
+            .entry(x.path.clone())
+            .or_default()
+            .insert(x.name.clone(), x);
+    }
     let mut buf = vec![0u8; 1 << 16];
     let mut checked = 0;
-    for w in manifest(&img) {
+    for w in fx.manifest() {
         let ino = walk_to(&fs, &w.path);
         let st = fs.stat(ino).unwrap();
         let ctx = format!("{variant}: {}", String::from_utf8_lossy(&w.path));
         assert_eq!(kind(st.file_type), w.kind, "{ctx}: type");
-        assert_eq!(st.perm, w.mode, "{ctx}: mode");
+        assert_eq!(u32::from(st.perm), w.mode, "{ctx}: mode");
         assert_eq!((st.uid, st.gid), (w.uid, w.gid), "{ctx}: owner");
         assert_eq!(st.nlink, w.nlink, "{ctx}: nlink");
         if let Some(size) = w.size {
@@ -211,24 +83,19 @@ fn check_variant(variant: &str) {
                 assert_eq!(Some(hex(&h.finalize())), w.sha256, "{ctx}: content");
             }
             FileType::Symlink => {
-                let t = fs.readlink(ino).unwrap();
-                assert_eq!(
-                    Some(String::from_utf8(t).unwrap()),
-                    w.target,
-                    "{ctx}: target"
-                );
+                assert_eq!(Some(fs.readlink(ino).unwrap()), w.target, "{ctx}: target");
             }
             FileType::Directory => {
-                let names: Vec<Vec<u8>> = fs
+                let mut names: Vec<Vec<u8>> = fs
                     .read_dir(ino)
                     .unwrap()
                     .into_iter()
                     .map(|e| e.name)
                     .collect();
-                let mut sorted = names.clone();
-                sorted.sort();
-                sorted.dedup();
-                assert_eq!(sorted.len(), names.len(), "{ctx}: duplicate names");
+                let n = names.len();
+                names.sort();
+                names.dedup();
+                assert_eq!(names.len(), n, "{ctx}: duplicate names");
             }
             _ => {}
         }
@@ -241,19 +108,21 @@ fn check_variant(variant: &str) {
             want.keys().collect::<Vec<_>>(),
             "{ctx}: xattr names"
         );
-        for (name, (sha, hexval)) in want {
+        for (name, x) in want {
             let v = &got[name];
             if name.starts_with("system.posix_acl") {
                 // The fixture lists XFS's on-disk ACL; we return Linux's xattr format.
-                let disk = unhex(hexval.as_ref().expect("ACLs are short"));
+                let disk = x.value.as_ref().expect("ACLs are short");
                 assert_eq!(
                     Some(v.clone()),
-                    imgscrub_xfs::attr::acl_to_linux(&disk),
+                    imgscrub_xfs::attr::acl_to_linux(disk),
                     "{ctx}: {name}"
                 );
                 assert_eq!(&v[..4], &2u32.to_le_bytes(), "{ctx}: {name} version");
+                assert_eq!((v.len() - 4) / 8, (x.len - 4) / 12, "{ctx}: {name} entries");
             } else {
-                assert_eq!(&hex(&Sha256::digest(v)), sha, "{ctx}: {name}");
+                assert_eq!(v.len(), x.len, "{ctx}: {name} length");
+                assert_eq!(hex(&Sha256::digest(v)), x.sha256, "{ctx}: {name}");
             }
         }
         assert_eq!(fs.get_xattr(ino, "user.no-such").unwrap(), None);
@@ -263,27 +132,26 @@ fn check_variant(variant: &str) {
         checked > 1000,
         "{variant}: only {checked} inodes in the manifest"
     );
-    // Free space: exactly xfs_db's, and the per-AG inode/free-space summaries are consistent.
+    // Free space: exactly xfs_db's (free-space btrees and AG free lists).
+    let want_free: Vec<FreeRange> = tk::xfs_free_ranges_with_agfl(&fx.image)
+        .into_iter()
+        .map(|(offset, len)| FreeRange { offset, len })
+        .collect();
     assert_eq!(
         fs.free_ranges().unwrap(),
-        xfs_db_free(&img),
+        want_free,
         "{variant}: free ranges"
     );
+    let sb = tk::xfs_sb(&fx.image);
     let sums = fs.ag_summaries().unwrap();
-    assert_eq!(sums.len() as u32, fs.superblock().agcount);
-    eprintln!(
-        "{variant}: {checked} inodes, {} free extents",
-        fs.free_ranges().unwrap().len()
-    );
+    assert_eq!(sums.len() as u64, sb.agcount);
+    eprintln!("{variant}: {checked} inodes, {} free runs", want_free.len());
 }
 
 macro_rules! variants {
     ($($name:ident => $v:literal),* $(,)?) => {$(
         #[test]
         fn $name() {
-            if tk::require_tool("mkfs.xfs").is_none() || tk::require_tool("xfs_db").is_none() {
-                return;
-            }
             check_variant($v);
         }
     )*};
@@ -309,16 +177,34 @@ variants! {
     stripe => "stripe",
     ci => "ci",
     nrext64 => "nrext64",
+    kernel => "kernel",
+}
+
+/// A log with changes in it is refused, naming the remedy; `xfs_repair -n` agrees it is dirty.
+#[test]
+fn dirty_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fx) = tk::make_xfs("dirtylog", dir.path()) else {
+        return;
+    };
+    assert!(tk::xfs_repair_check(&fx.image).is_err());
+    match XfsFs::open(RawFile::open(&fx.image).unwrap(), OpenOptions::default()) {
+        Err(XfsError::NeedsRepair(msg)) => {
+            assert!(msg.contains("log is not clean"), "{msg}");
+            assert!(msg.contains("xfs_repair"), "{msg}");
+        }
+        Err(e) => panic!("dirtylog: wrong error {e}"),
+        Ok(_) => panic!("dirtylog: opened"),
+    }
 }
 
 /// Every variant the fixture script knows is tested here (a new one must be added above).
 #[test]
 fn every_variant_is_covered() {
     let src = include_str!("read_matrix.rs");
-    let out = tk::run_ok(tk::tool("bash").arg(tk::fixture("mkxfs.sh")).arg("--list"));
-    for v in out.split_whitespace() {
+    for v in tk::xfs_variants_all() {
         assert!(
-            src.contains(&format!("=> \"{v}\"")),
+            src.contains(&format!("=> \"{v}\"")) || v == "dirtylog",
             "variant {v} of fixtures/mkxfs.sh is not in read_matrix.rs"
         );
     }
