@@ -209,3 +209,32 @@ fn every_variant_is_covered() {
         );
     }
 }
+
+/// A damaged attribute leaf block is a checksum error naming the block, not a panic; the
+/// rest of the filesystem still reads.
+#[test]
+fn damaged_attribute_block_is_a_checksum_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fx) = tk::make_xfs("v5", dir.path()) else {
+        return;
+    };
+    let out = tk::xfs_db(&fx.image, &["path /xattr/leaf", "ablock 0", "daddr"]);
+    let daddr: u64 = out
+        .split_whitespace()
+        .last()
+        .and_then(|w| w.trim_end_matches('.').parse().ok())
+        .unwrap_or_else(|| panic!("xfs_db: {out}"));
+    let mut bytes = std::fs::read(&fx.image).unwrap();
+    bytes[(daddr * 512 + 300) as usize] ^= 0x5a;
+    std::fs::write(&fx.image, &bytes).unwrap();
+    let fs = XfsFs::open(RawFile::open(&fx.image).unwrap(), OpenOptions::default()).unwrap();
+    let ino = walk_to(&fs, b"/xattr/leaf");
+    match fs.list_xattrs(ino) {
+        Err(XfsError::Checksum { structure, .. }) => {
+            assert!(structure.contains("attribute"), "{structure}")
+        }
+        other => panic!("damaged attribute leaf: {other:?}"),
+    }
+    assert!(fs.stat(ino).is_ok());
+    assert!(fs.list_xattrs(walk_to(&fs, b"/xattr/sf")).is_ok());
+}
