@@ -9,7 +9,7 @@ use crate::error::{Result, XfsError, corrupt};
 use crate::inode::{Format, Inode};
 use crate::log::{self, LogState};
 use crate::reader::Reader;
-use crate::superblock::{Superblock, incompat};
+use crate::superblock::{Superblock, incompat, ro_compat};
 use imgscrub_disk::BlockDev;
 use imgscrub_vocab::{FileType, FreeRange, Timestamp};
 use std::sync::{Arc, Mutex};
@@ -102,12 +102,14 @@ impl<D: BlockDev> XfsFs<D> {
         }
         let sb = Superblock::parse(&head)?;
         sb.check_readable()?;
-        let end = sb.dblocks << sb.blocklog;
-        if end > dev.len() {
+        // dblocks is at most agcount * agblocks (checked), which can still overflow in bytes.
+        let end = sb.dblocks.checked_mul(u64::from(sb.blocksize));
+        if end.is_none_or(|e| e > dev.len()) {
+            let end = end.map_or_else(|| "more than 16 EiB".to_string(), |e| format!("{e} bytes"));
             return Err(corrupt(
                 "superblock",
                 format!(
-                    "the filesystem is {end} bytes but the device only {} (truncated image?)",
+                    "the filesystem is {end} but the device only {} bytes (truncated image?)",
                     dev.len()
                 ),
             ));
@@ -522,7 +524,59 @@ impl<D: BlockDev> XfsFs<D> {
                 _ => out.push((start, len)),
             }
         }
+        // Blocks known to be in use must not be on the map: btrees and counters that agree
+        // with each other can still be wrong together, and zeroing from such a map would
+        // destroy metadata.
+        let used = self.ag_known_used(ag, &agf)?;
+        for &(start, len) in &out {
+            let end = u64::from(start) + u64::from(len);
+            let i = used.partition_point(|&(b, _)| b < start);
+            if let Some(&(b, what)) = used.get(i)
+                && u64::from(b) < end
+            {
+                return Err(corrupt(
+                    format!("free space of AG {ag}"),
+                    format!("block {b:#x} ({what}) is listed as free"),
+                ));
+            }
+        }
         Ok(out)
+    }
+
+    /// Blocks of AG `ag` that are certainly in use, sorted: the AG headers, the internal log,
+    /// the btree roots and every block holding allocated inodes.
+    fn ag_known_used(&self, ag: u32, agf: &Agf) -> Result<Vec<(u32, &'static str)>> {
+        let r = self.reader();
+        let sb = &self.sb;
+        let mut used: Vec<(u32, &'static str)> = Vec::new();
+        let hdr_blocks = (4 * u32::from(sb.sectsize)).div_ceil(sb.blocksize);
+        used.extend((0..hdr_blocks).map(|b| (b, "AG header")));
+        let (log_ag, log_bno) = sb.fsb_split(sb.logstart);
+        if sb.logstart != 0 && log_ag == u64::from(ag) {
+            let first = log_bno as u32;
+            used.extend((first..first.saturating_add(sb.logblocks)).map(|b| (b, "log")));
+        }
+        used.push((agf.bno_root, "free-space btree root"));
+        used.push((agf.cnt_root, "free-space btree root"));
+        if sb.has_ro_compat(ro_compat::RMAPBT) {
+            used.push((agf.rmap_root, "reverse-mapping btree root"));
+        }
+        if sb.has_ro_compat(ro_compat::REFLINK) {
+            used.push((agf.refcount_root, "refcount btree root"));
+        }
+        let agi = Agi::read(&r, ag)?;
+        used.push((agi.root, "inode btree root"));
+        if sb.has_ro_compat(ro_compat::FINOBT) {
+            used.push((agi.free_root, "free-inode btree root"));
+        }
+        for c in self.inode_chunks(ag)? {
+            for i in (0..64).filter(|&i| c.present(i)) {
+                used.push(((c.startino.wrapping_add(i)) >> sb.inopblog, "inode chunk"));
+            }
+        }
+        used.sort_unstable();
+        used.dedup_by_key(|&mut (b, _)| b);
+        Ok(used)
     }
 
     /// Free space of the whole data device in bytes from the start of the filesystem: the

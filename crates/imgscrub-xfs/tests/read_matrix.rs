@@ -238,3 +238,36 @@ fn damaged_attribute_block_is_a_checksum_error() {
     assert!(fs.stat(ino).is_ok());
     assert!(fs.list_xattrs(walk_to(&fs, b"/xattr/sf")).is_ok());
 }
+
+/// Free-space btrees that agree with each other and with the AGF can still be wrong
+/// together: a free extent over the AG headers is refused before anything could be zeroed.
+#[test]
+fn free_space_over_metadata_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fx) = tk::make_xfs("v5", dir.path()) else {
+        return;
+    };
+    // The first by-block record moved to block 0 (same length, so the by-size btree and the
+    // AGF counters still agree; xfs_db reseals the CRC).
+    let out = tk::run_ok(
+        tk::tool("xfs_db")
+            .args([
+                "-x",
+                "-c",
+                "agf 0",
+                "-c",
+                "addr bnoroot",
+                "-c",
+                "write recs[1].startblock 0",
+            ])
+            .arg(&fx.image),
+    );
+    assert!(out.contains("startblock = 0"), "{out}");
+    assert!(tk::xfs_repair_check(&fx.image).is_err());
+    let fs = XfsFs::open(RawFile::open(&fx.image).unwrap(), OpenOptions::default()).unwrap();
+    let err = fs.free_ranges().unwrap_err().to_string();
+    assert!(
+        err.contains("AG header") && err.contains("listed as free"),
+        "{err}"
+    );
+}
