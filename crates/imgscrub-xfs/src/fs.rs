@@ -530,53 +530,67 @@ impl<D: BlockDev> XfsFs<D> {
         let used = self.ag_known_used(ag, &agf)?;
         for &(start, len) in &out {
             let end = u64::from(start) + u64::from(len);
-            let i = used.partition_point(|&(b, _)| b < start);
-            if let Some(&(b, what)) = used.get(i)
+            let i =
+                used.partition_point(|&(b, l, _)| u64::from(b) + u64::from(l) <= u64::from(start));
+            if let Some(&(b, _, what)) = used.get(i)
                 && u64::from(b) < end
             {
                 return Err(corrupt(
                     format!("free space of AG {ag}"),
-                    format!("block {b:#x} ({what}) is listed as free"),
+                    format!("block {:#x} ({what}) is listed as free", b.max(start)),
                 ));
             }
         }
         Ok(out)
     }
 
-    /// Blocks of AG `ag` that are certainly in use, sorted: the AG headers, the internal log,
-    /// the btree roots and every block holding allocated inodes.
-    fn ag_known_used(&self, ag: u32, agf: &Agf) -> Result<Vec<(u32, &'static str)>> {
+    /// Runs (start, length, what) of blocks of AG `ag` that are certainly in use — the AG
+    /// headers, the internal log, the btree roots, every block holding allocated inodes —
+    /// sorted and merged into disjoint runs.
+    fn ag_known_used(&self, ag: u32, agf: &Agf) -> Result<Vec<(u32, u32, &'static str)>> {
         let r = self.reader();
         let sb = &self.sb;
-        let mut used: Vec<(u32, &'static str)> = Vec::new();
+        let mut used: Vec<(u32, u32, &'static str)> = Vec::new();
         let hdr_blocks = (4 * u32::from(sb.sectsize)).div_ceil(sb.blocksize);
-        used.extend((0..hdr_blocks).map(|b| (b, "AG header")));
+        used.push((0, hdr_blocks, "AG header"));
         let (log_ag, log_bno) = sb.fsb_split(sb.logstart);
         if sb.logstart != 0 && log_ag == u64::from(ag) {
-            let first = log_bno as u32;
-            used.extend((first..first.saturating_add(sb.logblocks)).map(|b| (b, "log")));
+            used.push((log_bno as u32, sb.logblocks, "log"));
         }
-        used.push((agf.bno_root, "free-space btree root"));
-        used.push((agf.cnt_root, "free-space btree root"));
+        used.push((agf.bno_root, 1, "free-space btree root"));
+        used.push((agf.cnt_root, 1, "free-space btree root"));
         if sb.has_ro_compat(ro_compat::RMAPBT) {
-            used.push((agf.rmap_root, "reverse-mapping btree root"));
+            used.push((agf.rmap_root, 1, "reverse-mapping btree root"));
         }
         if sb.has_ro_compat(ro_compat::REFLINK) {
-            used.push((agf.refcount_root, "refcount btree root"));
+            used.push((agf.refcount_root, 1, "refcount btree root"));
         }
         let agi = Agi::read(&r, ag)?;
-        used.push((agi.root, "inode btree root"));
+        used.push((agi.root, 1, "inode btree root"));
         if sb.has_ro_compat(ro_compat::FINOBT) {
-            used.push((agi.free_root, "free-inode btree root"));
+            used.push((agi.free_root, 1, "free-inode btree root"));
         }
+        // Inode chunks, by groups of 4 inodes (the sparse-chunk granularity).
+        let ipb = u32::from(sb.inopblock);
         for c in self.inode_chunks(ag)? {
-            for i in (0..64).filter(|&i| c.present(i)) {
-                used.push(((c.startino.wrapping_add(i)) >> sb.inopblog, "inode chunk"));
+            for g in (0..16u32).filter(|&g| c.present(4 * g)) {
+                let first = c.startino.saturating_add(4 * g);
+                let blocks = 4u32.div_ceil(ipb);
+                used.push((first >> sb.inopblog, blocks, "inode chunk"));
             }
         }
-        used.sort_unstable();
-        used.dedup_by_key(|&mut (b, _)| b);
-        Ok(used)
+        used.sort_unstable_by_key(|&(b, _, _)| b);
+        let mut merged: Vec<(u32, u32, &'static str)> = Vec::with_capacity(used.len());
+        for (b, l, what) in used {
+            let end = b.saturating_add(l);
+            match merged.last_mut() {
+                Some((mb, ml, _)) if b <= mb.saturating_add(*ml) => {
+                    *ml = (*ml).max(end - *mb);
+                }
+                _ => merged.push((b, l, what)),
+            }
+        }
+        Ok(merged)
     }
 
     /// Free space of the whole data device in bytes from the start of the filesystem: the
