@@ -80,7 +80,7 @@ pub fn walk(
                 "more blocks than the AG has (a loop)",
             ));
         }
-        let b = read_block(r, ag, spec, bno, level)?;
+        let b = read_block(r, ag, spec, bno, level, bno == root)?;
         let v5 = r.sb.is_v5();
         let hdr = hdr_len(v5);
         let n = usize::from(u16_at(&b, 6));
@@ -106,8 +106,16 @@ pub fn walk(
     Ok(blocks)
 }
 
-/// Read and check one btree block.
-fn read_block(r: &Reader<'_>, ag: u32, spec: &Spec, bno: u32, level: u32) -> Result<Vec<u8>> {
+/// Read and check one btree block. Only a root leaf may be empty (an AG with no free space,
+/// or no inodes).
+fn read_block(
+    r: &Reader<'_>,
+    ag: u32,
+    spec: &Spec,
+    bno: u32,
+    level: u32,
+    root: bool,
+) -> Result<Vec<u8>> {
     let name = || format!("{} block {bno:#x} of AG {ag}", spec.name);
     let b = r.agb(ag, bno, 1, &name)?;
     let v5 = r.sb.is_v5();
@@ -141,7 +149,7 @@ fn read_block(r: &Reader<'_>, ag: u32, spec: &Spec, bno: u32, level: u32) -> Res
         spec.key_size + 4
     };
     let maxrecs = (b.len() - hdr) / per;
-    if n == 0 || n > maxrecs {
+    if (n == 0 && !(root && level == 0)) || n > maxrecs {
         return Err(corrupt(name(), format!("{n} records (at most {maxrecs})")));
     }
     Ok(b)
