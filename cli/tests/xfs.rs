@@ -304,12 +304,22 @@ fn damaged_xfs_metadata_is_a_one_line_error_and_no_write() {
     // (what, byte offset to flip, a command that must meet it)
     let cases: Vec<(&str, u64, Vec<&str>)> = vec![
         ("superblock", 104, vec!["ls", "/"]),
-        ("AGF of AG 1", ag1 + sb.sectsize + 52, vec!["sparsify"]),
+        ("AGF of AG 1", ag1 + sb.sectsize + 52, vec!["ls", "/"]),
+        (
+            "AGF of AG 1, sparsify",
+            ag1 + sb.sectsize + 52,
+            vec!["sparsify"],
+        ),
         ("by-block btree root", bnoroot * bs + 60, vec!["sparsify"]),
         (
             "an inode",
             daddr(img, &["path /dirs/sf"]) + 8,
             vec!["ls", "/dirs/sf"],
+        ),
+        (
+            "a bmbt block of a btree-form directory",
+            daddr(img, &["path /huge", "addr u3.bmbt.ptrs[1]"]) + 100,
+            vec!["ls", "/huge"],
         ),
         (
             "a directory block",
@@ -338,6 +348,11 @@ fn damaged_xfs_metadata_is_a_one_line_error_and_no_write() {
             );
         } else {
             assert!(!o.status.success(), "{what}: {args:?} succeeded: {outs}");
+            assert_eq!(
+                o.status.code(),
+                Some(4),
+                "{what}: exit status of a damaged input: {err}"
+            );
             assert_eq!(err.trim().lines().count(), 1, "{what}: {err}");
             assert!(err.contains("XFS"), "{what}: {err}");
         }
