@@ -130,13 +130,33 @@ pub fn make_xfs_with(variant: &str, dir: &Path, opts: &XfsOptions) -> Option<Xfs
         cmd.arg("--size").arg(mb.to_string());
     }
     cmd.arg(variant).arg(&image).arg(&src);
-    run_ok(&mut cmd);
+    run_script(&mut cmd, &format!("mkxfs.sh {variant}"));
     Some(XfsFixture {
         manifest: suffixed(&image, ".manifest.tsv"),
         xattrs: suffixed(&image, ".xattrs.tsv"),
         image,
         src,
     })
+}
+
+/// Run a fixture script that must succeed. On failure the panic message starts with what
+/// failed and the script's stderr (the reason: a tool's complaint, an `xfs_repair -n`
+/// report), then stdout, so that a failure seen once in a busy test run explains itself.
+fn run_script(cmd: &mut Command, what: &str) {
+    let o = run(cmd);
+    if !o.status.success() {
+        let err = String::from_utf8_lossy(&o.stderr);
+        panic!(
+            "{what} failed ({}); stderr:\n{}\nstdout:\n{}\ncommand: {cmd:?}",
+            o.status,
+            if err.trim().is_empty() {
+                "(empty)"
+            } else {
+                err.trim_end()
+            },
+            String::from_utf8_lossy(&o.stdout).trim_end(),
+        );
+    }
 }
 
 fn suffixed(p: &Path, suffix: &str) -> PathBuf {
@@ -175,10 +195,11 @@ fn build_tree() -> PathBuf {
         .prefix("tree-building-")
         .tempdir_in(&base)
         .unwrap_or_else(|e| panic!("{}: {e}", base.display()));
-    run_ok(
+    run_script(
         Command::new("bash")
             .arg(&script)
             .arg(tmp.path().join("src")),
+        "xfs-tree.sh",
     );
     let built = tmp.keep();
     if fs::rename(&built, &done).is_err() {
