@@ -430,7 +430,8 @@ fn xfs_db_try(image: &Path, cmds: &[&str]) -> Result<(Vec<u8>, Vec<u8>), String>
         return Ok((Vec::new(), Vec::new()));
     }
     let mut cmd = tool("xfs_db");
-    cmd.arg("-r");
+    // xfs_db prints timestamps with ctime(3), in local time: UTC makes them comparable.
+    cmd.env("TZ", "UTC").arg("-r");
     for c in cmds {
         cmd.arg("-c").arg(c);
     }
@@ -787,7 +788,8 @@ pub fn xfs_stat_many(image: &Path, paths: &[&[u8]]) -> Vec<XfsStat> {
         return Vec::new();
     }
     let mut cmd = tool("xfs_db");
-    cmd.arg("-r");
+    // xfs_db prints timestamps with ctime(3), in local time: UTC makes them comparable.
+    cmd.env("TZ", "UTC").arg("-r");
     for p in paths {
         let mut c = b"path ".to_vec();
         c.extend_from_slice(p);
