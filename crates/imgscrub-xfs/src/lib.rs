@@ -20,6 +20,7 @@ pub mod csum;
 pub mod dir;
 mod error;
 pub mod fs;
+pub mod hash;
 pub mod inode;
 pub mod log;
 pub mod reader;
