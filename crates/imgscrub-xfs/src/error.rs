@@ -52,6 +52,16 @@ pub enum XfsError {
     IsADirectory(String),
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// Not enough free space (or free inodes) for the change; the text says what was asked.
+    #[error("no space left on the XFS filesystem: {0}")]
+    NoSpace(String),
+    /// The name is longer than 255 bytes.
+    #[error("file name too long ({0} bytes, at most 255)")]
+    NameTooLong(usize),
+    #[error("file exists: {0}")]
+    Exists(String),
+    #[error("directory not empty: {0}")]
+    NotEmpty(String),
 }
 
 pub type Result<T, E = XfsError> = std::result::Result<T, E>;

@@ -23,6 +23,7 @@ pub mod fs;
 pub mod hash;
 pub mod inode;
 pub mod log;
+pub mod meta;
 pub mod reader;
 pub mod superblock;
 
