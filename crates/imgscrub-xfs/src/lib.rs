@@ -18,6 +18,7 @@ pub mod bmap;
 pub mod btree;
 pub mod csum;
 pub mod dir;
+pub mod dirwrite;
 mod error;
 pub mod fs;
 pub mod hash;
