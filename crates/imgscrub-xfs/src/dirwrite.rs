@@ -196,7 +196,10 @@ impl DirImage {
         match self {
             DirImage::Short(_) => DirForm::Shortform,
             DirImage::Blocks(b) => {
-                let has = |m: u16| b.iter().any(|x| x.data.get(8..10) == Some(&m.to_be_bytes()));
+                let has = |m: u16| {
+                    b.iter()
+                        .any(|x| x.data.get(8..10) == Some(&m.to_be_bytes()))
+                };
                 let free = |m: &[u8; 4]| b.iter().any(|x| x.data.get(..4) == Some(&m[..]));
                 if free(FREE_MAGIC_V4) || free(FREE_MAGIC_V5) {
                     DirForm::Node
@@ -406,7 +409,12 @@ fn shortform(
     }
     let isz = if i8count > 0 { 8 } else { 4 };
     let ft = usize::from(g.ftype);
-    let size = 2 + isz + entries.iter().map(|e| 3 + e.name.len() + ft + isz).sum::<usize>();
+    let size = 2
+        + isz
+        + entries
+            .iter()
+            .map(|e| 3 + e.name.len() + ft + isz)
+            .sum::<usize>();
     let block_end = g.data_first_offset()
         + entries
             .iter()
@@ -565,7 +573,8 @@ fn node_blocks(
     let dirblk = g.dirblk();
     let fsbc = g.fsb_per_dirblk();
     // Levels bottom-up: level 0 = leaf runs (over `leaf`), level k = runs over level k-1.
-    let mut levels: Vec<Vec<std::ops::Range<usize>>> = vec![even_runs(leaf.len(), g.leaf_max_ents())];
+    let mut levels: Vec<Vec<std::ops::Range<usize>>> =
+        vec![even_runs(leaf.len(), g.leaf_max_ents())];
     while levels.last().map_or(0, Vec::len) > 1 {
         let below = levels.last().map_or(0, Vec::len);
         levels.push(even_runs(below, g.node_max_ents()));
@@ -592,7 +601,11 @@ fn node_blocks(
         let mut mh = Vec::with_capacity(runs.len());
         for (i, r) in runs.iter().enumerate() {
             let mut b = vec![0u8; dirblk];
-            let forw = if i + 1 < runs.len() { lblks[lvl][i + 1] } else { 0 };
+            let forw = if i + 1 < runs.len() {
+                lblks[lvl][i + 1]
+            } else {
+                0
+            };
             let back = if i > 0 { lblks[lvl][i - 1] } else { 0 };
             if lvl == 0 {
                 let ents = &leaf[r.clone()];
