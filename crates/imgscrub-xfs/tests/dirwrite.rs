@@ -582,7 +582,7 @@ fn syn_name(i: usize, ci: bool) -> Vec<u8> {
         n.chars()
             .enumerate()
             .map(|(k, c)| {
-                if (k + i) % 3 == 0 {
+                if (k + i).is_multiple_of(3) {
                     c.to_ascii_uppercase()
                 } else {
                     c
@@ -789,10 +789,10 @@ fn grow_shrink(mk: Mk<'_>, deep: bool) {
             // Drop every 7th synthetic entry, rename every 5th (new names of the same length),
             // move the real entries to the end.
             let real: Vec<Ent> = v.drain(..base.len()).collect();
-            let mut k = 0;
+            let mut k = 0usize;
             v.retain(|_| {
                 k += 1;
-                k % 7 != 0
+                !k.is_multiple_of(7)
             });
             for e in v.iter_mut().step_by(5) {
                 e.name[0] = b'T';
