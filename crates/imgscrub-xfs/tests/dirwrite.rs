@@ -18,7 +18,14 @@
 //! - `grow_shrink_*`: one directory of hard links to one file is pushed through every form
 //!   and back at the exact boundary entry counts (the counts where the encoder switches
 //!   form), with entries dropped and renamed on the way (the file's link count follows),
-//!   and on 1 KiB blocks up to a node-form directory with a two-level da-btree.
+//!   and with 1 KiB directory blocks up to a node-form directory with a two-level
+//!   da-btree. Where this kernel mounts the format (root, loop devices; not ascii-ci or v4
+//!   on recent kernels), its readdir and lookups must agree too, and it must be able to go
+//!   on editing the directory (creates, unlinks, renames on a read-write copy) with
+//!   `xfs_repair -n` still silent afterwards.
+//! - `thresholds_*`: directories made by mkfs.xfs (which grows them with the kernel's own
+//!   libxfs code) at the entry counts on both sides of every switch point of the encoder
+//!   are in the form the encoder picks.
 
 use imgscrub_disk::RawFile;
 use imgscrub_testkit as tk;
@@ -1030,4 +1037,143 @@ fn oracle_sees_damage() {
     }
     apply(&img, dir, donor, &good);
     check(&img, "/syn", dir, parent, &v, &probes(&v));
+}
+
+// ---- the form switch points are XFS's own ---------------------------------------------------
+
+/// Two-character names: short enough that on 2 KiB inodes the shortform is limited by what
+/// one directory block holds, not by the inode.
+fn short_name(i: usize) -> Vec<u8> {
+    const A: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    vec![A[i / A.len()], A[i % A.len()]]
+}
+
+fn long_name(i: usize) -> Vec<u8> {
+    syn_name(i, false)
+}
+
+/// mkfs.xfs grows directories one entry at a time with the kernel's own code (libxfs), so
+/// the form it leaves a directory of N entries in is XFS's choice. For the counts where the
+/// encoder switches form (N and N+1 around each switch), directories made by mkfs.xfs from a
+/// protofile must be in the form the encoder picks. `g` and `space` are the geometry the
+/// variant is expected to have (checked against the image).
+fn thresholds(variant: &str, g: DirGeom, space: usize, name: fn(usize) -> Vec<u8>) {
+    let count_for = |form: DirForm| {
+        let rank = |f: DirForm| match f {
+            DirForm::Shortform => 0,
+            DirForm::Block => 1,
+            DirForm::Leaf => 2,
+            _ => 3,
+        };
+        let mut n = 0usize;
+        let mut step = 1024usize;
+        // Smallest n in `form` (forms only grow with n): gallop, then walk back.
+        let enc = |n: usize| {
+            let names: Vec<Vec<u8>> = (0..n).map(name).collect();
+            let v: Vec<NewEntry<'_>> = names
+                .iter()
+                .map(|x| NewEntry {
+                    name: x,
+                    ino: 1000,
+                    file_type: FileType::Regular,
+                })
+                .collect();
+            rank(dirwrite::encode(&g, 128, 128, &v, space).unwrap().form())
+        };
+        while step > 0 {
+            while enc(n + step) < rank(form) {
+                n += step;
+            }
+            step /= 2;
+        }
+        n + 1
+    };
+    let mut counts = Vec::new();
+    for f in [DirForm::Block, DirForm::Leaf, DirForm::Node] {
+        let c = count_for(f);
+        counts.extend([c - 1, c]);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    for &n in &counts {
+        let d = src.join(format!("d{n}"));
+        std::fs::create_dir_all(&d).unwrap();
+        for i in 0..n {
+            std::fs::File::create(
+                d.join(std::ffi::OsStr::new(std::str::from_utf8(&name(i)).unwrap())),
+            )
+            .unwrap();
+        }
+    }
+    let opts = tk::XfsOptions {
+        src: Some(src),
+        ..Default::default()
+    };
+    let Some(fx) = tk::make_xfs_with(variant, tmp.path(), &opts) else {
+        return;
+    };
+    let fs = open(&fx.image);
+    assert_eq!(DirGeom::from_sb(fs.superblock()), g, "{variant}: geometry");
+    for &n in &counts {
+        let ino = lookup_path(&fs, &format!("/d{n}"));
+        assert_eq!(fork_space(&fs, ino), space, "{variant}: fork space");
+        let names: Vec<Vec<u8>> = (0..n).map(name).collect();
+        let v: Vec<NewEntry<'_>> = names
+            .iter()
+            .map(|x| NewEntry {
+                name: x,
+                ino: 1000,
+                file_type: FileType::Regular,
+            })
+            .collect();
+        let ours = dirwrite::encode(&g, ino, fs.root(), &v, space)
+            .unwrap()
+            .form();
+        let theirs = form_of(&fs, ino);
+        eprintln!("{variant}: {n} entries: mkfs.xfs {theirs:?}, encoder {ours:?}");
+        assert_eq!(ours, theirs, "{variant}: {n} entries");
+    }
+}
+
+const G4K: DirGeom = DirGeom {
+    v5: true,
+    ftype: true,
+    ci: false,
+    blocksize: 4096,
+    dirblksize: 4096,
+};
+
+#[test]
+fn thresholds_v5() {
+    thresholds("v5", G4K, 336, long_name);
+}
+#[test]
+fn thresholds_i2k_short_names() {
+    // 2 KiB inodes: 1872 bytes of fork; 2-byte names: the block (165 entries) binds first.
+    thresholds("i2k", G4K, 1872, short_name);
+}
+#[test]
+fn thresholds_n64k() {
+    thresholds(
+        "n64k",
+        DirGeom {
+            dirblksize: 65536,
+            ..G4K
+        },
+        336,
+        long_name,
+    );
+}
+#[test]
+fn thresholds_v4ftype0() {
+    thresholds(
+        "v4ftype0",
+        DirGeom {
+            v5: false,
+            ftype: false,
+            ..G4K
+        },
+        156,
+        long_name,
+    );
 }
