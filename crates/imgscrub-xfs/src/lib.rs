@@ -13,6 +13,7 @@
 
 pub mod ag;
 pub mod attr;
+pub mod attrwrite;
 mod be;
 pub mod bmap;
 pub mod btree;
