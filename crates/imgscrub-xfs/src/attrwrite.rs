@@ -824,8 +824,9 @@ mod tests {
         // Too big for the fork: a leaf.
         let big = vec![ra(0, "a", 200), ra(0, "b", 200)];
         assert_eq!(encode(&G4, 131, &big, 300).unwrap().form(), AttrForm::Leaf);
+        assert_eq!(encode(&G4, 131, &big, 411).unwrap().form(), AttrForm::Leaf);
         assert_eq!(
-            encode(&G4, 131, &big, 410).unwrap().form(),
+            encode(&G4, 131, &big, 412).unwrap().form(),
             AttrForm::Shortform
         );
         assert_eq!(
