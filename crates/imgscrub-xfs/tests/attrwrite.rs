@@ -401,6 +401,15 @@ fn ua(name: &str, len: usize, seed: u8) -> RawAttr {
 /// `base` plus small `user.fill-N` attributes until the encoding takes exactly `blocks`
 /// blocks (None if it jumps past).
 fn fill_to(g: &AttrGeom, ino: u64, base: &[RawAttr], blocks: u64) -> Option<Vec<RawAttr>> {
+    // Fillers about as large as the list's values (fewer names: Linux lists at most 64 KiB
+    // of them), but well under a leaf.
+    let mut lens: Vec<usize> = base.iter().map(|a| a.value.len()).collect();
+    lens.sort_unstable();
+    let flen = lens
+        .get(lens.len() / 2)
+        .copied()
+        .unwrap_or(40)
+        .clamp(40, g.blocksize as usize / 4);
     let mut v = base.to_vec();
     for i in 0.. {
         let n = attrwrite::encode(g, ino, &v, 0).unwrap().fs_blocks();
@@ -410,7 +419,7 @@ fn fill_to(g: &AttrGeom, ino: u64, base: &[RawAttr], blocks: u64) -> Option<Vec<
         if n > blocks {
             return None;
         }
-        v.push(ua(&format!("fill-{i}"), 40 + i % 20, i as u8));
+        v.push(ua(&format!("fill-{i}"), flen + i % 8, i as u8));
     }
     None
 }
@@ -648,6 +657,15 @@ fn kernel_boundaries(variant: &str) {
             name: "node-min".into(),
             attrs: many("leaf", cap + 1, 16),
         },
+        // A root over more than one node block: two node levels.
+        Case {
+            name: "node-deep".into(),
+            attrs: if bs == 1024 {
+                many("deep", 1200, 300)
+            } else {
+                many("deep", 520, 3000)
+            },
+        },
         Case {
             name: "node-many".into(),
             attrs: many("node", 1500, 24),
@@ -690,7 +708,11 @@ fn kernel_boundaries(variant: &str) {
         } else {
             fill_to(&g, n.ino, &c.attrs, n.blocks).unwrap()
         };
-        write_and_check(&fx.image, &p, &same, n.fork_space);
+        let img = write_and_check(&fx.image, &p, &same, n.fork_space);
+        if c.name == "node-deep" {
+            let AttrImage::Blocks(b) = &img else { panic!() };
+            assert_eq!(b[0].data[58..60], [0, 2], "{variant} {p}: root level");
+        }
         // A changed list of the same form and size: every name changed (same length) and
         // every value (same length); node forks topped up to the same size if needed.
         let mut changed: Vec<RawAttr> = same
@@ -708,6 +730,27 @@ fn kernel_boundaries(variant: &str) {
         }
         let img2 = write_and_check(&fx.image, &p, &changed, n.fork_space);
         assert_eq!(Some(img2.form()), n.form, "{variant} {p}: changed list");
+        // The kernel carries on from what we wrote (our free map and first-used offset tell
+        // it where a new record goes): add one attribute, remove another, and everything
+        // must still read back.
+        if let Some(m) = Mount::new(&fx.image, false) {
+            let after = ua("after", 20, 9);
+            let (gone, _) = linux(&changed[0]);
+            let f = m.path(&p);
+            m.run(
+                Command::new("setfattr")
+                    .args(["-n", "user.after", "-v"])
+                    .arg(format!("0x{}", hex(&after.value)))
+                    .arg(&f),
+            );
+            m.run(Command::new("setfattr").args(["-x", &gone]).arg(&f));
+            drop(m);
+            let mut want = changed[1..].to_vec();
+            want.push(after);
+            repair_silent(&fx.image);
+            xfs_db_lists(&fx.image, &p, &want);
+            kernel_reads(&fx.image, &p, &want);
+        }
     }
 }
 
