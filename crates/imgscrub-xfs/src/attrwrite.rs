@@ -724,7 +724,7 @@ pub fn from_linux(name: &str, value: &[u8]) -> Result<RawAttr> {
 fn acl_from_linux(v: &[u8]) -> std::result::Result<Vec<u8>, String> {
     let le32 = |o: usize| u32::from_le_bytes([v[o], v[o + 1], v[o + 2], v[o + 3]]);
     let le16 = |o: usize| u16::from_le_bytes([v[o], v[o + 1]]);
-    if v.len() < 4 || (v.len() - 4) % 8 != 0 {
+    if v.len() < 4 || !(v.len() - 4).is_multiple_of(8) {
         return Err(format!("{} bytes is not a Linux ACL xattr", v.len()));
     }
     if le32(0) != 2 {
