@@ -310,6 +310,86 @@ pub fn short_size(attrs: &[RawAttr]) -> Option<usize> {
     (attrs.len() <= 255).then_some(size)
 }
 
+/// The inode's data fork as [`shortform_forkoff`] needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataFork {
+    /// A device inode (its fork is the 4-byte device number, 8 bytes rounded).
+    Dev,
+    /// Shortform directory or local symlink: bytes in use (the inode's `di_size`).
+    Local(usize),
+    /// Extent list: bytes in use (16 per extent).
+    Extents(usize),
+    /// B+tree root: the space of the kernel's in-core root (`XFS_BMAP_BROOT_SPACE`:
+    /// the long-form btree block header, 72 bytes on v5 and 24 on v4, plus 16 bytes per
+    /// record of the root).
+    Btree(usize),
+}
+
+/// `XFS_BMDR_SPACE_CALC`: an on-disk bmbt root of `n` records.
+const fn bmdr_space(n: usize) -> usize {
+    4 + 16 * n
+}
+
+/// The attribute fork offset (in 8-byte units, as `di_forkoff`) that XFS gives a shortform
+/// attribute fork of `bytes` bytes ([`short_size`]), or `None` when it does not fit in the
+/// inode (then the fork takes blocks): `xfs_attr_shortform_bytesfit` on an attr2 filesystem
+/// (every v5 one). `inodesize`/`v5` give the literal area, `data` the data fork,
+/// `cur_forkoff` the inode's fork offset now (0 without an attribute fork). The shortform
+/// space to give [`encode`] is then `literal area - 8 * forkoff`.
+pub fn shortform_forkoff(
+    inodesize: u16,
+    v5: bool,
+    data: DataFork,
+    cur_forkoff: u8,
+    bytes: usize,
+) -> Option<u8> {
+    let litino = usize::from(inodesize).checked_sub(if v5 { 176 } else { 100 })?;
+    if bytes > litino {
+        return None;
+    }
+    let offset = (litino - bytes) >> 3;
+    let fo = |v: usize| u8::try_from(v).ok();
+    if data == DataFork::Dev {
+        return (offset >= 1).then_some(1);
+    }
+    let cur = usize::from(cur_forkoff);
+    if cur != 0 && bytes <= litino - 8 * cur {
+        return Some(cur_forkoff);
+    }
+    let dsize = match data {
+        DataFork::Dev => 0,
+        DataFork::Local(b) => b,
+        DataFork::Extents(b) => {
+            // xfs_default_attroffset: where a new attribute fork starts by default.
+            let default = if inodesize == 256 {
+                litino - bmdr_space(2)
+            } else {
+                bmdr_space(12)
+            };
+            if cur == 0 && b > default {
+                bmdr_space(3)
+            } else {
+                b
+            }
+        }
+        DataFork::Btree(space) => {
+            if cur != 0 {
+                return (offset >= cur).then_some(cur_forkoff);
+            }
+            space
+        }
+    };
+    let minforkoff = dsize.max(bmdr_space(3)).next_multiple_of(8) >> 3;
+    let maxforkoff = (litino - bmdr_space(2)) >> 3;
+    if offset >= maxforkoff {
+        fo(maxforkoff)
+    } else if offset >= minforkoff {
+        fo(offset)
+    } else {
+        None
+    }
+}
+
 /// Encode the attribute fork of inode `owner_ino` holding exactly `attrs`.
 ///
 /// `fork_space`: bytes available for a shortform attr fork in the inode (the caller picks
@@ -832,6 +912,24 @@ mod tests {
         assert_eq!(
             encode(&G4, 131, &[], 0).unwrap(),
             AttrImage::Short(vec![0, 4, 0, 0])
+        );
+    }
+
+    #[test]
+    fn forkoff_like_bytesfit() {
+        let f = |d, cur, b| shortform_forkoff(512, true, d, cur, b);
+        assert_eq!(f(DataFork::Extents(0), 0, 280), Some(7));
+        assert_eq!(f(DataFork::Extents(0), 0, 281), None);
+        assert_eq!(f(DataFork::Extents(0), 0, 4), Some(37));
+        assert_eq!(f(DataFork::Extents(0), 30, 96), Some(30));
+        assert_eq!(f(DataFork::Dev, 0, 300), Some(1));
+        assert_eq!(f(DataFork::Btree(200), 0, 100), Some(29));
+        assert_eq!(f(DataFork::Btree(200), 30, 100), None);
+        assert_eq!(f(DataFork::Local(100), 0, 100), Some(29));
+        assert_eq!(f(DataFork::Local(240), 0, 100), None);
+        assert_eq!(
+            shortform_forkoff(512, true, DataFork::Extents(0), 0, 337),
+            None
         );
     }
 

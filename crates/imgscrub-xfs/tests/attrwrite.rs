@@ -20,7 +20,7 @@
 use imgscrub_disk::{BlockDev, RawFile};
 use imgscrub_testkit as tk;
 use imgscrub_xfs::attr::{self, RawAttr, flag};
-use imgscrub_xfs::attrwrite::{self, AttrForm, AttrGeom, AttrImage};
+use imgscrub_xfs::attrwrite::{self, AttrForm, AttrGeom, AttrImage, DataFork};
 use imgscrub_xfs::bmap::{self, Fork};
 use imgscrub_xfs::inode::{Format, Inode};
 use imgscrub_xfs::meta::Stamp;
@@ -65,6 +65,9 @@ struct Now {
     fork_space: usize,
     form: Option<AttrForm>,
     blocks: u64,
+    forkoff: u8,
+    /// The data fork, for `shortform_forkoff`.
+    data: DataFork,
 }
 
 fn lit_off(v5: bool) -> usize {
@@ -99,6 +102,13 @@ fn now(image: &Path, path: &str) -> Now {
         fork_space: lit - usize::from(inode.forkoff) * 8,
         form,
         blocks: exts.iter().map(|e| e.len).sum(),
+        forkoff: inode.forkoff,
+        data: match inode.format {
+            Format::Dev => DataFork::Dev,
+            Format::Local => DataFork::Local(inode.size as usize),
+            Format::Extents => DataFork::Extents(inode.nextents as usize * 16),
+            Format::Btree => DataFork::Btree(usize::MAX),
+        },
     }
 }
 
@@ -710,6 +720,15 @@ fn kernel_boundaries(variant: &str) {
         assert_eq!(got, want, "{variant} {p}");
         // The space a lead would give this file's shortform fork: all it can have.
         let img = attrwrite::encode(&g, n.ino, &c.attrs, sf_max).unwrap();
+        // And the fork offset XFS picked for a shortform fork.
+        let fo = attrwrite::short_size(&c.attrs).and_then(|b| {
+            attrwrite::shortform_forkoff(sb.inodesize, true, DataFork::Extents(0), 0, b)
+        });
+        if n.form == Some(AttrForm::Shortform) {
+            assert_eq!(fo, Some(n.forkoff), "{variant} {p}: forkoff");
+        } else {
+            assert_eq!(fo, None, "{variant} {p}: fits in the inode");
+        }
         assert_eq!(
             Some(img.form()),
             n.form,
@@ -823,6 +842,15 @@ fn acls_and_labels() {
     repair_silent(&fx.image);
     for (p, xs) in &kernel {
         let n = now(&fx.image, &format!("/{p}"));
+        // A fork offset exists for this list beside this data fork (the kernel's own choice
+        // depends on the history of the fork: it never moves the offset back when it could).
+        let b = attrwrite::short_size(&n.attrs).unwrap();
+        let fo = attrwrite::shortform_forkoff(512, true, n.data, 0, b).unwrap();
+        assert!(
+            fo >= n.forkoff,
+            "{p}: forkoff {fo} for {b} bytes with {:?}",
+            n.data
+        );
         let mut stored = n.attrs.clone();
         stored.sort_by(|a, b| (a.flags, &a.name).cmp(&(b.flags, &b.name)));
         let mut conv: Vec<RawAttr> = xs
