@@ -1023,6 +1023,59 @@ mod tests {
     }
 
     #[test]
+    fn equal_hashes_stay_in_one_leaf() {
+        // Two names with one hash (found by search), same length: with equal records, leaf
+        // capacity k, and the pair at hash-sorted positions p, p+1 with p+1 a multiple of k,
+        // greedy packing would split them; the encoder moves the pair to the next leaf.
+        let (a, b) = (b"c-200008", b"c-300000");
+        assert_eq!(da_hashname(a), da_hashname(b));
+        let h = da_hashname(a);
+        let per = 8 + G1.leaf_entsize(8, 20).0;
+        let k = (1024 - G1.leaf_hdr()) / per;
+        let mut attrs = vec![ra(0, "c-200008", 20), ra(0, "c-300000", 20)];
+        let mut below = 0;
+        let mut i = 100_000;
+        while attrs.len() < 3 * k {
+            let n = format!("c-{i}");
+            i += 1;
+            let hn = da_hashname(n.as_bytes());
+            if hn == h {
+                continue;
+            }
+            if hn < h {
+                if (below + 1) % k == 0 {
+                    continue; // keep p + 1 = below + 1 a multiple of k
+                }
+                if below + 2 > k * 2 {
+                    continue;
+                }
+                below += 1;
+            }
+            attrs.push(ra(0, &n, 20));
+        }
+        while (below + 1) % k != 0 {
+            let n = format!("c-{i}");
+            i += 1;
+            if da_hashname(n.as_bytes()) < h {
+                below += 1;
+                attrs.push(ra(0, &n, 20));
+            }
+        }
+        let AttrImage::Blocks(blocks) = encode(&G1, 1, &attrs, 0).unwrap() else {
+            panic!()
+        };
+        let holder = |name: &[u8]| {
+            blocks
+                .iter()
+                .position(|x| x.kind == AttrBlockKind::Leaf && x.data.windows(8).any(|w| w == name))
+                .unwrap()
+        };
+        assert_eq!(holder(a), holder(b));
+        // Without the rule the pair would have been split: the first is the last of a leaf.
+        assert_eq!((below + 1) % k, 0);
+    }
+
+    #[test]
     fn stamp_sets_crc() {
         let a = vec![ra(0, "v", 3000)];
         let AttrImage::Blocks(mut b) = encode(&G4, 5, &a, 0).unwrap() else {

@@ -695,7 +695,11 @@ fn kernel_boundaries(variant: &str) {
         },
         Case {
             name: "node-many".into(),
-            attrs: many("node", 1500, 24),
+            // With two names of one hash (c-200008, c-300000) looked up through the tree.
+            attrs: many("node", 1500, 24)
+                .into_iter()
+                .chain([ua("c-200008", 24, 1), ua("c-300000", 24, 2)])
+                .collect(),
         },
     ];
     if !kernel_make(&fx.image, &cases) {
