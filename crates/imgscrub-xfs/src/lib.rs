@@ -17,6 +17,7 @@ pub mod attrwrite;
 mod be;
 pub mod bmap;
 pub mod btree;
+pub mod btree_build;
 pub mod csum;
 pub mod dir;
 pub mod dirwrite;
@@ -27,6 +28,7 @@ pub mod inode;
 pub mod log;
 pub mod meta;
 pub mod reader;
+pub mod space;
 pub mod superblock;
 
 pub use error::{Result, XfsError};

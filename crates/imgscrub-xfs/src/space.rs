@@ -1,0 +1,1331 @@
+//! AG-level space management for the write side: free extents, the AG free list (AGFL),
+//! inode chunks, and the AGF/AGI headers, kept exact so that `xfs_repair -n` stays silent.
+//!
+//! "Edit in memory, rebuild at flush": [`Space::load`] reads every AG once (free extents from
+//! the by-block btree, the AGFL, the inode btree records, the blocks each btree occupies);
+//! [`Space::alloc`]/[`Space::free`]/[`Space::alloc_inode`]/[`Space::free_inode`] edit the
+//! in-memory state only; [`Space::flush`] rebuilds, for every AG that changed, the inode and
+//! free-inode btrees, then the by-block and by-size free-space btrees (bulk-loaded with
+//! [`crate::btree_build`], blocks taken from the AG's own free space — the old btree blocks
+//! and AGFL blocks first, so an AG whose free space ends up as it was is rewritten into the
+//! same blocks), refills the AGFL to at least what the kernel requires
+//! (`xfs_alloc_min_freelist`), and rewrites the AGF, AGFL and AGI.
+//!
+//! Freed blocks are *busy* until the end of the next flush: they are written as free by that
+//! flush but never handed out (nor used for the rebuilt btrees) before it.
+//!
+//! Accounting, as the kernel and `xfs_repair` count it (checked on every AG at load):
+//! `agf_freeblks` = blocks in the by-block records; `agf_btreeblks` = blocks of the two
+//! free-space btrees minus their two roots; `sb_fdblocks` = Σ over AGs of
+//! `freeblks + flcount + btreeblks`; `sb_icount`/`sb_ifree` = Σ of the AGI
+//! `count`/`freecount`; with inobtcount, `agi_iblocks`/`agi_fblocks` = blocks of the inode
+//! and free-inode btrees.
+//!
+//! Refused at load (`XfsError::ReadOnly`): v4 filesystems, the reverse-mapping btree
+//! (rmapbt: its records are not maintained yet), CoW staging records in the refcount btree,
+//! inodes on the AGI unlinked lists, and inode chunks larger than a block's worth of
+//! inodes (more than 64 inodes per block). A damaged AG (counters that disagree with the
+//! btrees, overlapping blocks) is `XfsError::Corrupt`.
+//!
+//! Only v5 blocks are written; each carries its daddr, the owning AG, the metadata UUID and
+//! LSN of the [`Stamp`], and its CRC-32C.
+
+use crate::ag::{Agf, Agi, agfl_blocks};
+use crate::be::{bytes, u16_at, u32_at, u64_at};
+use crate::btree::InodeChunk;
+use crate::btree_build::{self, Header, Shape, put};
+use crate::csum;
+use crate::error::{Result, XfsError, corrupt};
+use crate::reader::Reader;
+use crate::superblock::{Superblock, incompat, ro_compat};
+use imgscrub_disk::BlockDev;
+use std::collections::{BTreeMap, BTreeSet};
+
+pub use crate::meta::Stamp;
+
+/// Who a block range belongs to (the reverse-mapping owner of an allocation or free).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// Blocks mapped by an inode's data (attr == false) or attr fork at file block `offset`.
+    File { ino: u64, attr: bool, offset: u64 },
+    /// A bmbt block of an inode's data or attr fork.
+    Bmbt { ino: u64, attr: bool },
+}
+
+const NULL_AGINO: u32 = u32::MAX;
+const NULL_AGBLOCK: u32 = u32::MAX;
+const AGF_LSN: usize = 208;
+const AGF_CRC: usize = 216;
+const AGI_CRC: usize = 312;
+const AGI_LSN: usize = 320;
+const AGFL_LSN: usize = 24;
+const AGFL_CRC: usize = 32;
+const AGFL_HDR: usize = 36;
+/// The refcount btree's CoW staging flag in `rc_startblock`.
+const REFC_COWFLAG: u32 = 1 << 31;
+
+/// Free extents of one AG: start → length, never overlapping, never adjacent.
+type Extents = BTreeMap<u32, u32>;
+
+fn ext_insert(m: &mut Extents, mut s: u32, mut l: u32) {
+    if l == 0 {
+        return;
+    }
+    if let Some((&ps, &pl)) = m.range(..s).next_back()
+        && ps + pl == s
+    {
+        m.remove(&ps);
+        s = ps;
+        l += pl;
+    }
+    if let Some(&nl) = m.get(&(s + l)) {
+        m.remove(&(s + l));
+        l += nl;
+    }
+    m.insert(s, l);
+}
+
+/// Does any extent of `m` overlap `[s, s+l)`?
+fn ext_overlaps(m: &Extents, s: u32, l: u32) -> bool {
+    let end = u64::from(s) + u64::from(l);
+    if let Some((&ps, &pl)) = m.range(..=s).next_back()
+        && u64::from(ps) + u64::from(pl) > u64::from(s)
+    {
+        return true;
+    }
+    m.range(s..).next().is_some_and(|(&ns, _)| u64::from(ns) < end)
+}
+
+/// Is `[s, s+l)` inside one extent of `m`?
+fn ext_contains(m: &Extents, s: u32, l: u32) -> bool {
+    m.range(..=s)
+        .next_back()
+        .is_some_and(|(&ps, &pl)| u64::from(ps) + u64::from(pl) >= u64::from(s) + u64::from(l))
+}
+
+/// Remove `[s, s+l)`, which must lie inside one extent. Returns false (and changes nothing)
+/// otherwise.
+fn ext_remove(m: &mut Extents, s: u32, l: u32) -> bool {
+    let Some((&ps, &pl)) = m.range(..=s).next_back() else {
+        return false;
+    };
+    if u64::from(ps) + u64::from(pl) < u64::from(s) + u64::from(l) {
+        return false;
+    }
+    m.remove(&ps);
+    if s > ps {
+        m.insert(ps, s - ps);
+    }
+    let (e, pe) = (s + l, ps + pl);
+    if pe > e {
+        m.insert(e, pe - e);
+    }
+    true
+}
+
+fn ext_total(m: &Extents) -> u64 {
+    m.values().map(|&l| u64::from(l)).sum()
+}
+
+/// One inode btree record, as kept in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Chunk {
+    holemask: u16,
+    count: u32,
+    freecount: u32,
+    free: u64,
+}
+
+impl Chunk {
+    fn present(&self, i: u32) -> bool {
+        i < 64 && self.holemask & (1 << (i / 4)) == 0
+    }
+}
+
+/// The in-memory state of one AG.
+#[derive(Debug, Clone)]
+struct Ag {
+    agno: u32,
+    len: u32,
+    /// Allocatable free extents.
+    free: Extents,
+    /// Freed this session: written as free by the next flush, not allocatable before it.
+    busy: Extents,
+    /// Blocks of the by-block and by-size btrees (leaves first, root last) and the AGFL, as
+    /// on disk since the last flush.
+    bno_blocks: Vec<u32>,
+    cnt_blocks: Vec<u32>,
+    agfl: Vec<u32>,
+    flfirst: u32,
+    /// Blocks of the inode and free-inode btrees (leaves first, root last).
+    ino_blocks: Vec<u32>,
+    fino_blocks: Vec<u32>,
+    /// Inode chunks by first AG inode number.
+    chunks: BTreeMap<u32, Chunk>,
+    /// Chunks `free_inode` left without used inodes: freed at flush if still so.
+    emptied: BTreeSet<u32>,
+    newino: u32,
+    space_dirty: bool,
+    ino_dirty: bool,
+}
+
+/// Free space, inode chunks and AG headers of a whole filesystem. See the module docs.
+#[derive(Debug, Clone)]
+pub struct Space {
+    sb: Superblock,
+    ags: Vec<Ag>,
+}
+
+/// A walked btree: its records (concatenated) and blocks (leaves first, root last).
+struct Walked {
+    recs: Vec<u8>,
+    blocks: Vec<u32>,
+}
+
+fn walk(
+    r: &Reader<'_>,
+    ag: u32,
+    name: &str,
+    magic: &[u8; 4],
+    rec_size: usize,
+    key_size: usize,
+    root: u32,
+    levels: u32,
+) -> Result<Walked> {
+    let len = r.sb.ag_len(ag);
+    let bs = r.sb.blocksize as usize;
+    let hdr = btree_build::HDR_V5;
+    let mut recs = Vec::new();
+    let mut by_level: Vec<Vec<u32>> = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut cur = vec![root];
+    for level in (0..levels).rev() {
+        let mut next = Vec::new();
+        for &bno in &cur {
+            let what = || format!("{name} block {bno:#x} of AG {ag}");
+            if bno == 0 || bno >= len || !seen.insert(bno) {
+                return Err(corrupt(what(), "pointer out of range or a loop"));
+            }
+            let b = r.agb(ag, bno, 1, &what)?;
+            if bytes(&b, 0, 4) != magic {
+                return Err(corrupt(what(), "bad magic number"));
+            }
+            csum::verify(&b, btree_build::CRC_OFF, what)?;
+            if u64_at(&b, 16) != r.agb_daddr(ag, bno)
+                || bytes(&b, 32, 16) != r.sb.meta_uuid()
+                || u32_at(&b, 48) != ag
+            {
+                return Err(corrupt(what(), "block number, UUID or owner is wrong"));
+            }
+            if u32::from(u16_at(&b, 4)) != level {
+                return Err(corrupt(what(), format!("level {}", u16_at(&b, 4))));
+            }
+            let n = usize::from(u16_at(&b, 6));
+            if level == 0 {
+                if n > (bs - hdr) / rec_size {
+                    return Err(corrupt(what(), format!("{n} records")));
+                }
+                recs.extend_from_slice(bytes(&b, hdr, n * rec_size));
+            } else {
+                let max = (bs - hdr) / (key_size + 4);
+                if n == 0 || n > max {
+                    return Err(corrupt(what(), format!("{n} records")));
+                }
+                let p = hdr + max * key_size;
+                next.extend((0..n).map(|i| u32_at(&b, p + 4 * i)));
+            }
+        }
+        by_level.push(cur);
+        cur = next;
+    }
+    let blocks = by_level.into_iter().rev().flatten().collect();
+    Ok(Walked { recs, blocks })
+}
+
+fn alloc_shape(sb: &Superblock) -> Shape {
+    Shape {
+        block_size: sb.blocksize as usize,
+        rec_size: 8,
+        key_size: 8,
+    }
+}
+
+fn ino_shape(sb: &Superblock) -> Shape {
+    Shape {
+        block_size: sb.blocksize as usize,
+        rec_size: 16,
+        key_size: 4,
+    }
+}
+
+/// `xfs_btree_compute_maxlevels` for the free-space btrees of this geometry.
+fn alloc_maxlevels(sb: &Superblock) -> u32 {
+    let s = alloc_shape(sb);
+    let (lmin, nmin) = ((s.leaf_max() / 2).max(1) as u64, (s.node_max() / 2).max(2) as u64);
+    let mut n = u64::from(sb.agblocks).div_ceil(2).div_ceil(lmin);
+    let mut levels = 1;
+    while n > 1 {
+        n = n.div_ceil(nmin);
+        levels += 1;
+    }
+    levels
+}
+
+/// `xfs_alloc_min_freelist`: AGFL blocks the kernel wants for free-space btrees of these
+/// heights (the newer, larger formula: two blocks per level a split can add, each btree).
+fn agfl_min(sb: &Superblock, bno_level: u32, cnt_level: u32) -> usize {
+    let max = alloc_maxlevels(sb);
+    let one = |l: u32| ((l + 1).min(max) * 2 - 2) as usize;
+    let old = |l: u32| (l + 1).min(max) as usize;
+    (one(bno_level) + one(cnt_level)).max(old(bno_level) + old(cnt_level))
+}
+
+/// Slots of the AGFL.
+fn agfl_size(sb: &Superblock) -> usize {
+    (usize::from(sb.sectsize) - AGFL_HDR) / 4
+}
+
+/// Deterministic inode generation number from (UUID, inode number).
+fn generation(uuid: &[u8; 16], ino: u64) -> u32 {
+    let mut b = uuid.to_vec();
+    b.extend_from_slice(&ino.to_be_bytes());
+    crc32c::crc32c(&b)
+}
+
+impl Space {
+    /// Read every AG: free extents from the by-block btree (+ AGFL list), inode chunk records
+    /// from the inobt, AGF/AGI fields. Refuses with `XfsError::ReadOnly` (naming the feature)
+    /// what cannot be kept exact: v4, rmapbt, CoW staging extents in the refcount btree,
+    /// unlinked inodes pending, more than 64 inodes per block.
+    pub fn load(r: &Reader<'_>) -> Result<Space> {
+        let sb = r.sb;
+        if !sb.is_v5() {
+            return Err(XfsError::ReadOnly(
+                "v4 (non-CRC) XFS filesystems are read-only".into(),
+            ));
+        }
+        if sb.has_ro_compat(ro_compat::RMAPBT) {
+            return Err(XfsError::ReadOnly(
+                "rmapbt: the reverse-mapping btree is not maintained by the writer yet".into(),
+            ));
+        }
+        if sb.inopblog > 6 {
+            return Err(XfsError::ReadOnly(format!(
+                "{} inodes per block (inode chunks smaller than a block)",
+                sb.inopblock
+            )));
+        }
+        let sparse = sb.has_incompat(incompat::SPINODES);
+        let mut ags = Vec::with_capacity(sb.agcount as usize);
+        for ag in 0..sb.agcount {
+            ags.push(Self::load_ag(r, ag, sparse)?);
+        }
+        Ok(Space {
+            sb: sb.clone(),
+            ags,
+        })
+    }
+
+    fn load_ag(r: &Reader<'_>, ag: u32, sparse: bool) -> Result<Ag> {
+        let sb = r.sb;
+        let agf = Agf::read(r, ag)?;
+        let agfl = agfl_blocks(r, ag, &agf)?;
+        let bno = walk(
+            r,
+            ag,
+            "by-block free-space btree",
+            b"AB3B",
+            8,
+            8,
+            agf.bno_root,
+            agf.bno_level,
+        )?;
+        let cnt = walk(
+            r,
+            ag,
+            "by-size free-space btree",
+            b"AB3C",
+            8,
+            8,
+            agf.cnt_root,
+            agf.cnt_level,
+        )?;
+        let name = || format!("AG {ag}");
+        let len = agf.length;
+        let mut free = Extents::new();
+        let mut recs: Vec<(u32, u32)> = Vec::new();
+        let mut last_end = 0u64;
+        for rec in bno.recs.chunks_exact(8) {
+            let (s, l) = (u32_at(rec, 0), u32_at(rec, 4));
+            if l == 0 || u64::from(s) < last_end || u64::from(s) + u64::from(l) > u64::from(len)
+            {
+                return Err(corrupt(
+                    name(),
+                    format!("by-block free-space record ({s:#x}, {l}) out of order or range"),
+                ));
+            }
+            last_end = u64::from(s) + u64::from(l);
+            free.insert(s, l);
+            recs.push((s, l));
+        }
+        let mut by_size: Vec<(u32, u32)> = cnt
+            .recs
+            .chunks_exact(8)
+            .map(|c| (u32_at(c, 0), u32_at(c, 4)))
+            .collect();
+        by_size.sort_unstable();
+        if by_size != recs {
+            return Err(corrupt(
+                name(),
+                "the by-size free-space btree does not hold the by-block records",
+            ));
+        }
+        let total: u64 = recs.iter().map(|&(_, l)| u64::from(l)).sum();
+        let longest = recs.iter().map(|&(_, l)| l).max().unwrap_or(0);
+        let btreeblks = (bno.blocks.len() + cnt.blocks.len() - 2) as u32;
+        if total != u64::from(agf.freeblks) || longest != agf.longest || btreeblks != agf.btreeblks
+        {
+            return Err(corrupt(
+                format!("AGF of AG {ag}"),
+                format!(
+                    "freeblks {} longest {} btreeblks {}, but the btrees hold {total}, {longest}, {btreeblks}",
+                    agf.freeblks, agf.longest, agf.btreeblks
+                ),
+            ));
+        }
+        // Re-merge adjacent records (the kernel never leaves them, but be safe).
+        let mut merged = Extents::new();
+        for (&s, &l) in &free {
+            ext_insert(&mut merged, s, l);
+        }
+        let free = merged;
+        if sb.has_ro_compat(ro_compat::REFLINK) {
+            let rc = walk(
+                r,
+                ag,
+                "refcount btree",
+                b"R3FC",
+                12,
+                4,
+                agf.refcount_root,
+                agf.refcount_level,
+            )?;
+            if rc
+                .recs
+                .chunks_exact(12)
+                .any(|c| u32_at(c, 0) & REFC_COWFLAG != 0)
+            {
+                return Err(XfsError::ReadOnly(format!(
+                    "reflink: the refcount btree of AG {ag} holds copy-on-write staging extents \
+                     (mount and unmount the filesystem cleanly first)"
+                )));
+            }
+        }
+        let agi = Agi::read(r, ag)?;
+        if agi.has_unlinked() {
+            return Err(XfsError::ReadOnly(format!(
+                "AG {ag} has inodes on its unlinked lists (mount and unmount it, or xfs_repair)"
+            )));
+        }
+        let ino = walk(
+            r,
+            ag,
+            "inode btree",
+            b"IAB3",
+            16,
+            4,
+            agi.root,
+            agi.level,
+        )?;
+        let mut chunks = BTreeMap::new();
+        let (mut count, mut freecount) = (0u64, 0u64);
+        for rec in ino.recs.chunks_exact(16) {
+            let c = InodeChunk::parse(rec, sparse);
+            let ch = Chunk {
+                holemask: c.holemask,
+                count: u32::from(c.count),
+                freecount: c.freecount,
+                free: c.free,
+            };
+            count += u64::from(ch.count);
+            freecount += u64::from(ch.freecount);
+            if chunks.insert(c.startino, ch).is_some() {
+                return Err(corrupt(name(), format!("inode chunk {} twice", c.startino)));
+            }
+        }
+        if count != u64::from(agi.count) || freecount != u64::from(agi.freecount) {
+            return Err(corrupt(
+                format!("AGI of AG {ag}"),
+                format!(
+                    "count {} freecount {}, but the inode btree holds {count}, {freecount}",
+                    agi.count, agi.freecount
+                ),
+            ));
+        }
+        let fino_blocks = if sb.has_ro_compat(ro_compat::FINOBT) {
+            let f = walk(
+                r,
+                ag,
+                "free-inode btree",
+                b"FIB3",
+                16,
+                4,
+                agi.free_root,
+                agi.free_level,
+            )?;
+            let want: Vec<u32> = chunks
+                .iter()
+                .filter(|(_, c)| c.freecount > 0)
+                .map(|(&s, _)| s)
+                .collect();
+            let got: Vec<u32> = f.recs.chunks_exact(16).map(|c| u32_at(c, 0)).collect();
+            if want != got {
+                return Err(corrupt(
+                    name(),
+                    "the free-inode btree does not list the chunks with free inodes",
+                ));
+            }
+            f.blocks
+        } else {
+            Vec::new()
+        };
+        if sb.has_ro_compat(ro_compat::INOBTCNT)
+            && (agi.iblocks as usize != ino.blocks.len() || agi.fblocks as usize != fino_blocks.len())
+        {
+            return Err(corrupt(
+                format!("AGI of AG {ag}"),
+                "inode btree block counts (inobtcount) disagree with the btrees",
+            ));
+        }
+        let a = Ag {
+            agno: ag,
+            len,
+            free,
+            busy: Extents::new(),
+            bno_blocks: bno.blocks,
+            cnt_blocks: cnt.blocks,
+            agfl,
+            flfirst: agf.flfirst,
+            ino_blocks: ino.blocks,
+            fino_blocks,
+            chunks,
+            emptied: BTreeSet::new(),
+            newino: agi.newino,
+            space_dirty: false,
+            ino_dirty: false,
+        };
+        // No block may be both free and in a free-space/inode btree or on the AGFL.
+        let mut used = Extents::new();
+        for &b in a
+            .bno_blocks
+            .iter()
+            .chain(&a.cnt_blocks)
+            .chain(&a.agfl)
+            .chain(&a.ino_blocks)
+            .chain(&a.fino_blocks)
+        {
+            if ext_overlaps(&a.free, b, 1) || ext_overlaps(&used, b, 1) {
+                return Err(corrupt(
+                    name(),
+                    format!("block {b:#x} is used twice (btree, free list, free space)"),
+                ));
+            }
+            ext_insert(&mut used, b, 1);
+        }
+        Ok(a)
+    }
+
+    /// The superblock this state was loaded with.
+    pub fn superblock(&self) -> &Superblock {
+        &self.sb
+    }
+
+    fn split(&self, fsb: u64) -> (u32, u32) {
+        let (ag, bno) = self.sb.fsb_split(fsb);
+        (ag as u32, bno as u32)
+    }
+
+    fn fsb(&self, ag: u32, bno: u32) -> u64 {
+        (u64::from(ag) << self.sb.agblklog) | u64::from(bno)
+    }
+
+    /// Blocks an AG must keep free so that its next flush can always rebuild its btrees and
+    /// refill its AGFL (beyond the blocks those structures already hold).
+    fn reserve(&self, a: &Ag) -> u64 {
+        let sb = &self.sb;
+        let nrec = a.free.len() + a.busy.len() + 2;
+        let s = alloc_shape(sb);
+        let lv = s.levels(nrec);
+        let space = 2 * s.total_blocks(nrec) + agfl_min(sb, lv, lv);
+        let i = ino_shape(sb);
+        let ino = i.total_blocks(a.chunks.len() + 1) * 2;
+        let have = a.bno_blocks.len() + a.cnt_blocks.len() + a.agfl.len();
+        let have_i = a.ino_blocks.len() + a.fino_blocks.len();
+        (space.saturating_sub(have) + ino.saturating_sub(have_i) + 2) as u64
+    }
+
+    /// Up to `len` contiguous blocks (at least `min_len`), as near fsb `near` as possible:
+    /// same AG first (the nearest free extent at/after `near` that holds `len`, else the
+    /// smallest extent that holds `len`, else the largest that holds `min_len`), then the
+    /// other AGs in order. Returns (fsb, len). `XfsError::NoSpace` when impossible.
+    ///
+    /// Each AG keeps back what its next flush needs to rebuild its btrees and AGFL.
+    pub fn alloc(&mut self, near: u64, len: u64, min_len: u64, owner: Owner) -> Result<(u64, u64)> {
+        let _ = owner; // recorded in the rmapbt once that is maintained
+        if len == 0 || min_len == 0 || min_len > len {
+            return Err(XfsError::Invalid(format!(
+                "allocation of {len} blocks (at least {min_len})"
+            )));
+        }
+        let (ag0, bno0) = if self.sb.fsb_valid(near, 1) {
+            self.split(near)
+        } else {
+            (0, 0)
+        };
+        let n = self.sb.agcount;
+        for k in 0..n {
+            let ag = (ag0 + k) % n;
+            let a = &self.ags[ag as usize];
+            let avail = ext_total(&a.free).saturating_sub(self.reserve(a));
+            if avail < min_len {
+                continue;
+            }
+            let want = len.min(avail).min(u64::from(u32::MAX)) as u32;
+            let minl = min_len as u32;
+            let mut pick: Option<(u32, u32)> = None;
+            if ag == ag0 {
+                // nearest at/after `near` holding `want`
+                let from = a
+                    .free
+                    .range(..=bno0)
+                    .next_back()
+                    .map_or(bno0, |(&s, _)| s);
+                for (&s, &l) in a.free.range(from..) {
+                    let st = s.max(bno0);
+                    if s + l > st && s + l - st >= want {
+                        pick = Some((st, want));
+                        break;
+                    }
+                }
+            }
+            if pick.is_none() {
+                // best fit
+                pick = a
+                    .free
+                    .iter()
+                    .filter(|&(_, &l)| l >= want)
+                    .min_by_key(|&(&s, &l)| (l, s))
+                    .map(|(&s, _)| (s, want));
+            }
+            if pick.is_none() {
+                pick = a
+                    .free
+                    .iter()
+                    .max_by_key(|&(&s, &l)| (l, std::cmp::Reverse(s)))
+                    .filter(|&(_, &l)| l >= minl)
+                    .map(|(&s, &l)| (s, l.min(want)));
+            }
+            if let Some((s, l)) = pick {
+                let a = &mut self.ags[ag as usize];
+                if !ext_remove(&mut a.free, s, l) {
+                    return Err(corrupt(format!("AG {ag}"), "free extent map"));
+                }
+                a.space_dirty = true;
+                return Ok((self.fsb(ag, s), u64::from(l)));
+            }
+        }
+        Err(XfsError::NoSpace(format!(
+            "{len} blocks (at least {min_len}) near block {near}"
+        )))
+    }
+
+    /// Give back `len` blocks at `fsb`. They become free at the end of the next flush (busy
+    /// until then). Freeing blocks that are free, busy or AG metadata is refused
+    /// (`XfsError::Invalid`), nothing changed.
+    pub fn free(&mut self, fsb: u64, len: u64, owner: Owner) -> Result<()> {
+        let _ = owner;
+        if len == 0 || len > u64::from(u32::MAX) || !self.sb.fsb_valid(fsb, len) {
+            return Err(XfsError::Invalid(format!(
+                "free of {len} blocks at {fsb:#x}: outside the filesystem"
+            )));
+        }
+        let (ag, bno) = self.split(fsb);
+        let l = len as u32;
+        let a = &mut self.ags[ag as usize];
+        let meta = a
+            .bno_blocks
+            .iter()
+            .chain(&a.cnt_blocks)
+            .chain(&a.agfl)
+            .chain(&a.ino_blocks)
+            .chain(&a.fino_blocks)
+            .any(|&b| b >= bno && u64::from(b) < u64::from(bno) + len);
+        if bno == 0 || meta || ext_overlaps(&a.free, bno, l) || ext_overlaps(&a.busy, bno, l) {
+            return Err(XfsError::Invalid(format!(
+                "free of {len} blocks at AG {ag} block {bno:#x}: already free or AG metadata"
+            )));
+        }
+        ext_insert(&mut a.busy, bno, l);
+        a.space_dirty = true;
+        Ok(())
+    }
+
+    /// Inodes per chunk record geometry: (blocks of a full chunk, inode alignment in blocks,
+    /// sparse cluster blocks or 0).
+    fn chunk_geom(&self) -> (u32, u32, u32) {
+        let sb = &self.sb;
+        let full = 64u32 >> sb.inopblog;
+        let align = sb.inoalignmt.max(1);
+        let sparse = if sb.has_incompat(incompat::SPINODES) {
+            sb.spino_align.max(1)
+        } else {
+            0
+        };
+        (full, align, sparse)
+    }
+
+    fn agino_to_bno(&self, agino: u32) -> u32 {
+        agino >> self.sb.inopblog
+    }
+
+    fn ino(&self, ag: u32, agino: u32) -> u64 {
+        (u64::from(ag) << (u32::from(self.sb.agblklog) + u32::from(self.sb.inopblog)))
+            | u64::from(agino)
+    }
+
+    /// A free inode near `near_ino`: same AG, nearest chunk with a free inode first; else a
+    /// new chunk in that AG (aligned to `sb_inoalignmt`; a sparse chunk where the filesystem
+    /// has sparse inodes and no full chunk fits); then the other AGs. A new chunk's inodes
+    /// are initialised on `dev` at once (v3: magic, version, number, UUID, next_unlinked =
+    /// NULLAGINO, a generation derived from (UUID, number), CRC): those blocks were free.
+    pub fn alloc_inode(
+        &mut self,
+        dev: &dyn BlockDev,
+        sb: &Superblock,
+        stamp: &Stamp,
+        near_ino: u64,
+    ) -> Result<u64> {
+        let agshift = u32::from(self.sb.agblklog) + u32::from(self.sb.inopblog);
+        let n = self.sb.agcount;
+        let ag0 = ((near_ino >> agshift) as u32).min(n - 1);
+        let near = (near_ino & ((1u64 << agshift) - 1)) as u32;
+        let order: Vec<u32> = (0..n).map(|k| (ag0 + k) % n).collect();
+        // 1. existing free inode in the near AG, 2. new chunk there, 3. other AGs likewise.
+        for &ag in &order {
+            if let Some(ino) = self.take_free_inode(ag, near) {
+                return Ok(ino);
+            }
+            if self.new_chunk(dev, sb, stamp, ag, near)? {
+                if let Some(ino) = self.take_free_inode(ag, near) {
+                    return Ok(ino);
+                }
+            }
+        }
+        Err(XfsError::NoSpace("no free inode and no room for a new inode chunk".into()))
+    }
+
+    fn take_free_inode(&mut self, ag: u32, near: u32) -> Option<u64> {
+        let a = &mut self.ags[ag as usize];
+        let (&start, _) = a
+            .chunks
+            .iter()
+            .filter(|(_, c)| c.freecount > 0)
+            .min_by_key(|&(&s, _)| (i64::from(s) - i64::from(near)).unsigned_abs())?;
+        let c = a.chunks.get_mut(&start)?;
+        let i = (0..64).find(|&i| c.present(i) && c.free & (1u64 << i) != 0)?;
+        c.free &= !(1u64 << i);
+        c.freecount -= 1;
+        a.emptied.remove(&start);
+        a.ino_dirty = true;
+        Some(self.ino(ag, start + i))
+    }
+
+    /// Allocate a new (full, else sparse) chunk in `ag`, near AG inode `near`. Ok(false) when
+    /// the AG has no room.
+    fn new_chunk(
+        &mut self,
+        dev: &dyn BlockDev,
+        sb: &Superblock,
+        stamp: &Stamp,
+        ag: u32,
+        near: u32,
+    ) -> Result<bool> {
+        let (full, align, cluster) = self.chunk_geom();
+        let near_bno = self.agino_to_bno(near);
+        let a = &self.ags[ag as usize];
+        let avail = ext_total(&a.free).saturating_sub(self.reserve(a));
+        let inopblog = u32::from(self.sb.inopblog);
+        // chunk windows already used by records, as block ranges
+        let windows: Extents = a
+            .chunks
+            .keys()
+            .map(|&s| (s >> inopblog, full))
+            .collect();
+        let window_free = |ws: u32| -> bool {
+            ws > 0
+                && u64::from(ws) + u64::from(full) <= u64::from(a.len)
+                && !windows
+                    .iter()
+                    .any(|(&s, &l)| s < ws + full && ws < s + l)
+        };
+        // full chunk: first aligned free window at/after near, else the first one at all
+        let mut found: Option<u32> = None;
+        if avail >= u64::from(full) {
+            for pass in 0..2 {
+                for (&s, &l) in &a.free {
+                    let mut ws = s.div_ceil(align) * align;
+                    if pass == 0 && ws < near_bno {
+                        if s + l <= near_bno {
+                            continue;
+                        }
+                        ws = near_bno.div_ceil(align) * align;
+                    }
+                    while u64::from(ws) + u64::from(full) <= u64::from(s) + u64::from(l) {
+                        if window_free(ws) {
+                            found = Some(ws);
+                            break;
+                        }
+                        ws += align;
+                    }
+                    if found.is_some() {
+                        break;
+                    }
+                }
+                if found.is_some() {
+                    break;
+                }
+            }
+        }
+        if let Some(ws) = found {
+            let startino = ws << inopblog;
+            let a = &mut self.ags[ag as usize];
+            if !ext_remove(&mut a.free, ws, full) {
+                return Err(corrupt(format!("AG {ag}"), "free extent map"));
+            }
+            a.chunks.insert(
+                startino,
+                Chunk {
+                    holemask: 0,
+                    count: 64,
+                    freecount: 64,
+                    free: u64::MAX,
+                },
+            );
+            a.newino = startino;
+            a.ino_dirty = true;
+            a.space_dirty = true;
+            self.init_inodes(dev, sb, stamp, ag, ws, full)?;
+            return Ok(true);
+        }
+        if cluster == 0 || cluster >= full || avail < u64::from(cluster) {
+            return Ok(false);
+        }
+        // sparse: one aligned cluster whose chunk window is unused, or is a sparse record
+        // whose hole covers the cluster.
+        let inos_per_cluster = cluster << inopblog;
+        let bits = inos_per_cluster / 4;
+        let mut pick: Option<(u32, u32, bool)> = None; // (cluster start, window start, existing)
+        'outer: for (&s, &l) in &a.free {
+            let mut cs = s.div_ceil(cluster) * cluster;
+            while u64::from(cs) + u64::from(cluster) <= u64::from(s) + u64::from(l) {
+                let ws = cs / align * align;
+                if ws > 0 && u64::from(ws) + u64::from(full) <= u64::from(a.len) {
+                    let startino = ws << inopblog;
+                    if let Some(c) = a.chunks.get(&startino) {
+                        let first = ((cs - ws) << inopblog) / 4;
+                        let mask = (((1u32 << bits) - 1) << first) as u16;
+                        if c.holemask & mask == mask {
+                            pick = Some((cs, ws, true));
+                            break 'outer;
+                        }
+                    } else if window_free(ws) {
+                        pick = Some((cs, ws, false));
+                        break 'outer;
+                    }
+                }
+                cs += cluster;
+            }
+        }
+        let Some((cs, ws, existing)) = pick else {
+            return Ok(false);
+        };
+        let startino = ws << inopblog;
+        let first = ((cs - ws) << inopblog) / 4;
+        let mask = (((1u32 << bits) - 1) << first) as u16;
+        let a = &mut self.ags[ag as usize];
+        if !ext_remove(&mut a.free, cs, cluster) {
+            return Err(corrupt(format!("AG {ag}"), "free extent map"));
+        }
+        let c = a.chunks.entry(startino).or_insert(Chunk {
+            holemask: u16::MAX,
+            count: 0,
+            freecount: 0,
+            free: u64::MAX,
+        });
+        c.holemask &= !mask;
+        c.count += inos_per_cluster;
+        c.freecount += inos_per_cluster;
+        let _ = existing;
+        a.newino = startino;
+        a.ino_dirty = true;
+        a.space_dirty = true;
+        self.init_inodes(dev, sb, stamp, ag, cs, cluster)?;
+        Ok(true)
+    }
+
+    /// Write fresh free v3 inodes into `nblocks` blocks at AG block `bno`.
+    fn init_inodes(
+        &self,
+        dev: &dyn BlockDev,
+        sb: &Superblock,
+        stamp: &Stamp,
+        ag: u32,
+        bno: u32,
+        nblocks: u32,
+    ) -> Result<()> {
+        let isz = usize::from(sb.inodesize);
+        let per = 1u32 << sb.inopblog;
+        let mut buf = vec![0u8; (nblocks as usize) << sb.blocklog];
+        for k in 0..nblocks * per {
+            let agino = (bno << sb.inopblog) + k;
+            let ino = self.ino(ag, agino);
+            let d = &mut buf[k as usize * isz..(k as usize + 1) * isz];
+            put(d, 0, &0x494eu16.to_be_bytes());
+            put(d, 4, &[3]);
+            put(d, 92, &generation(&stamp.uuid, ino).to_be_bytes());
+            put(d, 96, &NULL_AGINO.to_be_bytes());
+            put(d, 152, &ino.to_be_bytes());
+            put(d, 160, &stamp.uuid);
+            let c = csum::compute(d, 100);
+            put(d, 100, &c.to_le_bytes());
+        }
+        dev.write_at(&buf, sb.agb_to_byte(ag, bno))?;
+        Ok(())
+    }
+
+    /// Mark the inode free in the inobt/finobt records (the caller zeroes the inode itself).
+    /// A chunk left with no used inodes is freed at flush, as the kernel does.
+    pub fn free_inode(&mut self, ino: u64) -> Result<()> {
+        let agshift = u32::from(self.sb.agblklog) + u32::from(self.sb.inopblog);
+        let ag = (ino >> agshift) as u32;
+        let agino = (ino & ((1u64 << agshift) - 1)) as u32;
+        let bad = || XfsError::Invalid(format!("free of inode {ino}: not an allocated inode"));
+        let a = self.ags.get_mut(ag as usize).ok_or_else(bad)?;
+        let (&start, c) = a.chunks.range_mut(..=agino).next_back().ok_or_else(bad)?;
+        let i = agino - start;
+        if !c.present(i) || c.free & (1u64 << i) != 0 {
+            return Err(bad());
+        }
+        c.free |= 1u64 << i;
+        c.freecount += 1;
+        if c.freecount == c.count {
+            a.emptied.insert(start);
+        }
+        a.ino_dirty = true;
+        Ok(())
+    }
+
+    /// `sb_icount` as it must be after the next flush (exact once flushed).
+    pub fn icount(&self) -> u64 {
+        self.ags
+            .iter()
+            .flat_map(|a| a.chunks.values())
+            .map(|c| u64::from(c.count))
+            .sum::<u64>()
+            - self.emptied_counts().0
+    }
+
+    /// `sb_ifree` as it must be after the next flush.
+    pub fn ifree(&self) -> u64 {
+        self.ags
+            .iter()
+            .flat_map(|a| a.chunks.values())
+            .map(|c| u64::from(c.freecount))
+            .sum::<u64>()
+            - self.emptied_counts().1
+    }
+
+    fn emptied_counts(&self) -> (u64, u64) {
+        let mut out = (0, 0);
+        for a in &self.ags {
+            for s in &a.emptied {
+                if let Some(c) = a.chunks.get(s)
+                    && c.freecount == c.count
+                {
+                    out.0 += u64::from(c.count);
+                    out.1 += u64::from(c.freecount);
+                }
+            }
+        }
+        out
+    }
+
+    /// `sb_fdblocks`: Σ over AGs of free blocks + AGFL blocks + free-space btree blocks
+    /// beyond the roots. Exact after a flush (before it, blocks the flush will move between
+    /// the free space and the inode btrees or free with emptied chunks are not yet counted).
+    pub fn fdblocks(&self) -> u64 {
+        self.ags
+            .iter()
+            .map(|a| {
+                ext_total(&a.free)
+                    + ext_total(&a.busy)
+                    + (a.agfl.len() + a.bno_blocks.len() + a.cnt_blocks.len()) as u64
+                    - 2
+            })
+            .sum()
+    }
+
+    /// Free blocks per AG (allocatable + busy), for tests and `inspect`.
+    pub fn free_extents(&self, ag: u32) -> Vec<(u32, u32)> {
+        self.ags
+            .get(ag as usize)
+            .map(|a| {
+                let mut m = a.free.clone();
+                for (&s, &l) in &a.busy {
+                    ext_insert(&mut m, s, l);
+                }
+                m.into_iter().collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Rebuild, in every AG that changed, the inode and free-inode btrees (AGI), then the
+    /// by-block and by-size btrees, the AGFL and the AGF; then release busy extents.
+    pub fn flush(&mut self, dev: &dyn BlockDev, sb: &Superblock, stamp: &Stamp) -> Result<()> {
+        // Work on a copy: on error nothing in memory changes (the device may hold partial
+        // writes, which the caller's overlay discards).
+        let mut ags = self.ags.clone();
+        for a in &mut ags {
+            if a.ino_dirty {
+                self.flush_inodes(a, dev, sb, stamp)?;
+            }
+            if a.space_dirty {
+                self.flush_space(a, dev, sb, stamp)?;
+            }
+            a.ino_dirty = false;
+            a.space_dirty = false;
+        }
+        self.ags = ags;
+        Ok(())
+    }
+
+    fn flush_inodes(&self, a: &mut Ag, dev: &dyn BlockDev, sb: &Superblock, st: &Stamp) -> Result<()> {
+        let inopblog = u32::from(sb.inopblog);
+        let sparse = sb.has_incompat(incompat::SPINODES);
+        // Chunks left without used inodes are freed.
+        for s in std::mem::take(&mut a.emptied) {
+            let Some(c) = a.chunks.get(&s).copied() else {
+                continue;
+            };
+            if c.freecount != c.count {
+                continue;
+            }
+            a.chunks.remove(&s);
+            let ws = s >> inopblog;
+            // free the blocks of the present inodes
+            let mut runs = Extents::new();
+            for i in (0..64u32).filter(|&i| c.present(i)) {
+                let b = ws + (i >> inopblog);
+                if !ext_contains(&runs, b, 1) {
+                    ext_insert(&mut runs, b, 1);
+                }
+            }
+            for (s, l) in runs {
+                if ext_overlaps(&a.free, s, l) || ext_overlaps(&a.busy, s, l) {
+                    return Err(corrupt(format!("AG {}", a.agno), "inode chunk blocks are free"));
+                }
+                ext_insert(&mut a.busy, s, l);
+            }
+            a.space_dirty = true;
+        }
+        let mut irecs = Vec::with_capacity(a.chunks.len() * 16);
+        let mut frecs = Vec::new();
+        let (mut count, mut freecount) = (0u32, 0u32);
+        for (&s, c) in &a.chunks {
+            let mut r = [0u8; 16];
+            put(&mut r, 0, &s.to_be_bytes());
+            if sparse {
+                put(&mut r, 4, &c.holemask.to_be_bytes());
+                put(&mut r, 6, &[c.count as u8, c.freecount as u8]);
+            } else {
+                put(&mut r, 4, &c.freecount.to_be_bytes());
+            }
+            put(&mut r, 8, &c.free.to_be_bytes());
+            irecs.extend_from_slice(&r);
+            if c.freecount > 0 {
+                frecs.extend_from_slice(&r);
+            }
+            count += c.count;
+            freecount += c.freecount;
+        }
+        let finobt = sb.has_ro_compat(ro_compat::FINOBT);
+        let shape = ino_shape(sb);
+        let ni = shape.total_blocks(a.chunks.len());
+        let nf = if finobt {
+            shape.total_blocks(frecs.len() / 16)
+        } else {
+            0
+        };
+        let mut pool: Vec<u32> = a.ino_blocks.iter().chain(&a.fino_blocks).copied().collect();
+        let mut blocks: Vec<u32> = Vec::with_capacity(ni + nf);
+        let keep = pool.len().min(ni + nf);
+        blocks.extend(pool.drain(..keep));
+        for b in pool {
+            ext_insert(&mut a.busy, b, 1);
+            a.space_dirty = true;
+        }
+        while blocks.len() < ni + nf {
+            let k = (ni + nf - blocks.len()) as u32;
+            let Some((&s, &l)) = a.free.iter().next() else {
+                return Err(XfsError::NoSpace(format!(
+                    "AG {}: no block left for the inode btrees",
+                    a.agno
+                )));
+            };
+            let take = l.min(k);
+            ext_remove(&mut a.free, s, take);
+            blocks.extend(s..s + take);
+            a.space_dirty = true;
+        }
+        let daddr = |b: u32| sb.agb_to_byte(a.agno, b) >> 9;
+        let hdr = |m: &'static [u8; 4]| Header {
+            magic: m,
+            agno: a.agno,
+            uuid: st.uuid,
+            lsn: st.lsn,
+        };
+        let bad = || corrupt(format!("AG {}", a.agno), "inode btree build");
+        let ib = btree_build::build(&shape, &hdr(b"IAB3"), &irecs, &blocks[..ni], &daddr)
+            .ok_or_else(bad)?;
+        for (b, data) in &ib.blocks {
+            dev.write_at(data, sb.agb_to_byte(a.agno, *b))?;
+        }
+        let fb = if finobt {
+            let fb = btree_build::build(&shape, &hdr(b"FIB3"), &frecs, &blocks[ni..], &daddr)
+                .ok_or_else(bad)?;
+            for (b, data) in &fb.blocks {
+                dev.write_at(data, sb.agb_to_byte(a.agno, *b))?;
+            }
+            Some(fb)
+        } else {
+            None
+        };
+        a.ino_blocks = blocks[..ni].to_vec();
+        a.fino_blocks = blocks[ni..].to_vec();
+        // AGI
+        let ss = usize::from(sb.sectsize);
+        let off = sb.agb_to_byte(a.agno, 0) + 2 * ss as u64;
+        let mut agi = vec![0u8; ss];
+        dev.read_at(&mut agi, off)?;
+        put(&mut agi, 16, &count.to_be_bytes());
+        put(&mut agi, 20, &ib.root.to_be_bytes());
+        put(&mut agi, 24, &ib.levels.to_be_bytes());
+        put(&mut agi, 28, &freecount.to_be_bytes());
+        put(&mut agi, 32, &a.newino.to_be_bytes());
+        if let Some(fb) = &fb {
+            put(&mut agi, 328, &fb.root.to_be_bytes());
+            put(&mut agi, 332, &fb.levels.to_be_bytes());
+        }
+        if sb.has_ro_compat(ro_compat::INOBTCNT) {
+            put(&mut agi, 336, &(ni as u32).to_be_bytes());
+            put(&mut agi, 340, &(nf as u32).to_be_bytes());
+        }
+        put(&mut agi, AGI_LSN, &st.lsn.to_be_bytes());
+        let c = csum::compute(&agi, AGI_CRC);
+        put(&mut agi, AGI_CRC, &c.to_le_bytes());
+        dev.write_at(&agi, off)?;
+        Ok(())
+    }
+
+    fn flush_space(&self, a: &mut Ag, dev: &dyn BlockDev, sb: &Superblock, st: &Stamp) -> Result<()> {
+        let shape = alloc_shape(sb);
+        let agfl_cap = agfl_size(sb);
+        // Everything free after this flush, before the btrees and AGFL take their blocks.
+        let mut cur = a.free.clone();
+        for (&s, &l) in &a.busy {
+            ext_insert(&mut cur, s, l);
+        }
+        let pool: Vec<u32> = a
+            .bno_blocks
+            .iter()
+            .chain(&a.cnt_blocks)
+            .chain(&a.agfl)
+            .copied()
+            .collect();
+        for &b in &pool {
+            ext_insert(&mut cur, b, 1);
+        }
+        // Blocks the new btrees/AGFL may take beyond the pool: allocatable (not busy).
+        let mut takeable = a.free.clone();
+        let mut taken: Vec<u32> = Vec::new();
+        let mut from_pool = 0usize;
+        let mut done = false;
+        for _ in 0..64 {
+            let n = cur.len();
+            let lv = shape.levels(n);
+            let bt = shape.total_blocks(n);
+            let need = 2 * bt + agfl_min(sb, lv, lv);
+            if taken.len() >= need && taken.len() - 2 * bt <= agfl_cap {
+                done = true;
+                break;
+            }
+            if taken.len() > need {
+                // too many for the AGFL: give the last ones back
+                while taken.len() > need {
+                    let Some(b) = taken.pop() else { break };
+                    ext_insert(&mut cur, b, 1);
+                    if from_pool > taken.len() {
+                        from_pool = taken.len();
+                    } else {
+                        ext_insert(&mut takeable, b, 1);
+                    }
+                }
+                continue;
+            }
+            let mut k = need - taken.len();
+            while k > 0 && from_pool < pool.len() {
+                let b = pool[from_pool];
+                from_pool += 1;
+                if ext_remove(&mut cur, b, 1) {
+                    taken.push(b);
+                    k -= 1;
+                }
+            }
+            while k > 0 {
+                let kk = k as u32;
+                let pick = takeable
+                    .iter()
+                    .find(|&(_, &l)| l > kk)
+                    .or_else(|| takeable.iter().next())
+                    .map(|(&s, &l)| (s, l.min(kk)));
+                let Some((s, l)) = pick else {
+                    return Err(XfsError::NoSpace(format!(
+                        "AG {}: no room for the free-space btrees",
+                        a.agno
+                    )));
+                };
+                ext_remove(&mut takeable, s, l);
+                ext_remove(&mut cur, s, l);
+                taken.extend(s..s + l);
+                k -= l as usize;
+            }
+            // pool blocks not taken are free again (already in `cur`)
+        }
+        // pool blocks never considered stay free (in `cur`); done must hold
+        if !done {
+            return Err(XfsError::NoSpace(format!(
+                "AG {}: the free-space btree rebuild does not converge",
+                a.agno
+            )));
+        }
+        let recs: Vec<(u32, u32)> = cur.iter().map(|(&s, &l)| (s, l)).collect();
+        let bt = shape.total_blocks(recs.len());
+        let mut bno_recs = Vec::with_capacity(recs.len() * 8);
+        for &(s, l) in &recs {
+            bno_recs.extend_from_slice(&s.to_be_bytes());
+            bno_recs.extend_from_slice(&l.to_be_bytes());
+        }
+        let mut by_size = recs.clone();
+        by_size.sort_unstable_by_key(|&(s, l)| (l, s));
+        let mut cnt_recs = Vec::with_capacity(recs.len() * 8);
+        for &(s, l) in &by_size {
+            cnt_recs.extend_from_slice(&s.to_be_bytes());
+            cnt_recs.extend_from_slice(&l.to_be_bytes());
+        }
+        let daddr = |b: u32| sb.agb_to_byte(a.agno, b) >> 9;
+        let hdr = |m: &'static [u8; 4]| Header {
+            magic: m,
+            agno: a.agno,
+            uuid: st.uuid,
+            lsn: st.lsn,
+        };
+        let bad = || corrupt(format!("AG {}", a.agno), "free-space btree build");
+        let bb = btree_build::build(&shape, &hdr(b"AB3B"), &bno_recs, &taken[..bt], &daddr)
+            .ok_or_else(bad)?;
+        let cb = btree_build::build(&shape, &hdr(b"AB3C"), &cnt_recs, &taken[bt..2 * bt], &daddr)
+            .ok_or_else(bad)?;
+        for (b, data) in bb.blocks.iter().chain(&cb.blocks) {
+            dev.write_at(data, sb.agb_to_byte(a.agno, *b))?;
+        }
+        let agfl: Vec<u32> = taken[2 * bt..].to_vec();
+        // AGFL: keep the list where it started when it fits without wrapping.
+        let ss = usize::from(sb.sectsize);
+        let base = sb.agb_to_byte(a.agno, 0);
+        let first = if (a.flfirst as usize) + agfl.len() <= agfl_cap {
+            a.flfirst
+        } else {
+            0
+        };
+        let mut fl = vec![0u8; ss];
+        dev.read_at(&mut fl, base + 3 * ss as u64)?;
+        put(&mut fl, 0, b"XAFL");
+        put(&mut fl, 4, &a.agno.to_be_bytes());
+        put(&mut fl, 8, &st.uuid);
+        put(&mut fl, AGFL_LSN, &st.lsn.to_be_bytes());
+        for slot in 0..agfl_cap {
+            let v = slot
+                .checked_sub(first as usize)
+                .and_then(|i| agfl.get(i))
+                .copied()
+                .unwrap_or(NULL_AGBLOCK);
+            put(&mut fl, AGFL_HDR + 4 * slot, &v.to_be_bytes());
+        }
+        let c = csum::compute(&fl, AGFL_CRC);
+        put(&mut fl, AGFL_CRC, &c.to_le_bytes());
+        dev.write_at(&fl, base + 3 * ss as u64)?;
+        // AGF
+        let mut agf = vec![0u8; ss];
+        dev.read_at(&mut agf, base + ss as u64)?;
+        let freeblks: u32 = recs.iter().map(|&(_, l)| l).sum();
+        let longest = recs.iter().map(|&(_, l)| l).max().unwrap_or(0);
+        let fllast = if agfl.is_empty() {
+            first.checked_sub(1).unwrap_or(agfl_cap as u32 - 1)
+        } else {
+            first + agfl.len() as u32 - 1
+        };
+        put(&mut agf, 16, &bb.root.to_be_bytes());
+        put(&mut agf, 20, &cb.root.to_be_bytes());
+        put(&mut agf, 28, &bb.levels.to_be_bytes());
+        put(&mut agf, 32, &cb.levels.to_be_bytes());
+        put(&mut agf, 40, &first.to_be_bytes());
+        put(&mut agf, 44, &fllast.to_be_bytes());
+        put(&mut agf, 48, &(agfl.len() as u32).to_be_bytes());
+        put(&mut agf, 52, &freeblks.to_be_bytes());
+        put(&mut agf, 56, &longest.to_be_bytes());
+        put(&mut agf, 60, &(2 * bt as u32 - 2).to_be_bytes());
+        put(&mut agf, AGF_LSN, &st.lsn.to_be_bytes());
+        let c = csum::compute(&agf, AGF_CRC);
+        put(&mut agf, AGF_CRC, &c.to_le_bytes());
+        dev.write_at(&agf, base + ss as u64)?;
+        // new in-memory state: everything in `cur` is allocatable, nothing busy
+        a.free = cur;
+        a.busy.clear();
+        a.bno_blocks = taken[..bt].to_vec();
+        a.cnt_blocks = taken[bt..2 * bt].to_vec();
+        a.agfl = agfl;
+        a.flfirst = first;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extents_merge_split() {
+        let mut m = Extents::new();
+        ext_insert(&mut m, 10, 5);
+        ext_insert(&mut m, 20, 5);
+        ext_insert(&mut m, 15, 5);
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![(&10, &15)]);
+        assert!(ext_remove(&mut m, 12, 3));
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![(&10, &2), (&15, &10)]);
+        assert!(!ext_remove(&mut m, 11, 3));
+        assert!(ext_overlaps(&m, 11, 1));
+        assert!(!ext_overlaps(&m, 12, 3));
+        assert!(ext_overlaps(&m, 14, 2));
+        assert!(ext_contains(&m, 15, 10));
+        assert!(!ext_contains(&m, 14, 2));
+    }
+}
