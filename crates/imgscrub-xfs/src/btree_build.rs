@@ -97,7 +97,9 @@ pub fn build(
     agbnos: &[u32],
     daddr: &dyn Fn(u32) -> u64,
 ) -> Option<Built> {
-    if shape.rec_size == 0 || recs.len() % shape.rec_size != 0 || shape.key_size > shape.rec_size
+    if shape.rec_size == 0
+        || !recs.len().is_multiple_of(shape.rec_size)
+        || shape.key_size > shape.rec_size
     {
         return None;
     }
@@ -282,11 +284,18 @@ mod tests {
         for (bno, blk) in &b.blocks {
             assert_eq!(&blk[..4], b"AB3B");
             assert!(csum::verify(blk, CRC_OFF, String::new).is_ok());
-            assert_eq!(u64::from_be_bytes(blk[16..24].try_into().unwrap()), u64::from(*bno) * 2);
+            assert_eq!(
+                u64::from_be_bytes(blk[16..24].try_into().unwrap()),
+                u64::from(*bno) * 2
+            );
             assert_eq!(u32_at(blk, 48), 3);
             let level = u16_at(blk, 4);
             let nr = usize::from(u16_at(blk, 6));
-            let max = if level == 0 { s.leaf_max() } else { s.node_max() };
+            let max = if level == 0 {
+                s.leaf_max()
+            } else {
+                s.node_max()
+            };
             if *bno != b.root {
                 assert!(nr >= max / 2 && nr <= max, "block {bno}: {nr} of {max}");
             }

@@ -93,7 +93,9 @@ fn ext_overlaps(m: &Extents, s: u32, l: u32) -> bool {
     {
         return true;
     }
-    m.range(s..).next().is_some_and(|(&ns, _)| u64::from(ns) < end)
+    m.range(s..)
+        .next()
+        .is_some_and(|(&ns, _)| u64::from(ns) < end)
 }
 
 /// Is `[s, s+l)` inside one extent of `m`?
@@ -182,16 +184,53 @@ struct Walked {
     blocks: Vec<u32>,
 }
 
-fn walk(
-    r: &Reader<'_>,
-    ag: u32,
-    name: &str,
-    magic: &[u8; 4],
+/// A btree as `walk` reads it: name for errors, v5 magic, record and key sizes.
+#[derive(Debug, Clone, Copy)]
+struct Tree {
+    name: &'static str,
+    magic: &'static [u8; 4],
     rec_size: usize,
     key_size: usize,
-    root: u32,
-    levels: u32,
-) -> Result<Walked> {
+}
+
+const T_BNO: Tree = Tree {
+    name: "by-block free-space btree",
+    magic: b"AB3B",
+    rec_size: 8,
+    key_size: 8,
+};
+const T_CNT: Tree = Tree {
+    name: "by-size free-space btree",
+    magic: b"AB3C",
+    rec_size: 8,
+    key_size: 8,
+};
+const T_INO: Tree = Tree {
+    name: "inode btree",
+    magic: b"IAB3",
+    rec_size: 16,
+    key_size: 4,
+};
+const T_FINO: Tree = Tree {
+    name: "free-inode btree",
+    magic: b"FIB3",
+    rec_size: 16,
+    key_size: 4,
+};
+const T_REFC: Tree = Tree {
+    name: "refcount btree",
+    magic: b"R3FC",
+    rec_size: 12,
+    key_size: 4,
+};
+
+fn walk(r: &Reader<'_>, ag: u32, t: Tree, root: u32, levels: u32) -> Result<Walked> {
+    let Tree {
+        name,
+        magic,
+        rec_size,
+        key_size,
+    } = t;
     let len = r.sb.ag_len(ag);
     let bs = r.sb.blocksize as usize;
     let hdr = btree_build::HDR_V5;
@@ -261,7 +300,10 @@ fn ino_shape(sb: &Superblock) -> Shape {
 /// `xfs_btree_compute_maxlevels` for the free-space btrees of this geometry.
 fn alloc_maxlevels(sb: &Superblock) -> u32 {
     let s = alloc_shape(sb);
-    let (lmin, nmin) = ((s.leaf_max() / 2).max(1) as u64, (s.node_max() / 2).max(2) as u64);
+    let (lmin, nmin) = (
+        (s.leaf_max() / 2).max(1) as u64,
+        (s.node_max() / 2).max(2) as u64,
+    );
     let mut n = u64::from(sb.agblocks).div_ceil(2).div_ceil(lmin);
     let mut levels = 1;
     while n > 1 {
@@ -330,26 +372,8 @@ impl Space {
         let sb = r.sb;
         let agf = Agf::read(r, ag)?;
         let agfl = agfl_blocks(r, ag, &agf)?;
-        let bno = walk(
-            r,
-            ag,
-            "by-block free-space btree",
-            b"AB3B",
-            8,
-            8,
-            agf.bno_root,
-            agf.bno_level,
-        )?;
-        let cnt = walk(
-            r,
-            ag,
-            "by-size free-space btree",
-            b"AB3C",
-            8,
-            8,
-            agf.cnt_root,
-            agf.cnt_level,
-        )?;
+        let bno = walk(r, ag, T_BNO, agf.bno_root, agf.bno_level)?;
+        let cnt = walk(r, ag, T_CNT, agf.cnt_root, agf.cnt_level)?;
         let name = || format!("AG {ag}");
         let len = agf.length;
         let mut free = Extents::new();
@@ -357,8 +381,7 @@ impl Space {
         let mut last_end = 0u64;
         for rec in bno.recs.chunks_exact(8) {
             let (s, l) = (u32_at(rec, 0), u32_at(rec, 4));
-            if l == 0 || u64::from(s) < last_end || u64::from(s) + u64::from(l) > u64::from(len)
-            {
+            if l == 0 || u64::from(s) < last_end || u64::from(s) + u64::from(l) > u64::from(len) {
                 return Err(corrupt(
                     name(),
                     format!("by-block free-space record ({s:#x}, {l}) out of order or range"),
@@ -400,16 +423,7 @@ impl Space {
         }
         let free = merged;
         if sb.has_ro_compat(ro_compat::REFLINK) {
-            let rc = walk(
-                r,
-                ag,
-                "refcount btree",
-                b"R3FC",
-                12,
-                4,
-                agf.refcount_root,
-                agf.refcount_level,
-            )?;
+            let rc = walk(r, ag, T_REFC, agf.refcount_root, agf.refcount_level)?;
             if rc
                 .recs
                 .chunks_exact(12)
@@ -427,16 +441,7 @@ impl Space {
                 "AG {ag} has inodes on its unlinked lists (mount and unmount it, or xfs_repair)"
             )));
         }
-        let ino = walk(
-            r,
-            ag,
-            "inode btree",
-            b"IAB3",
-            16,
-            4,
-            agi.root,
-            agi.level,
-        )?;
+        let ino = walk(r, ag, T_INO, agi.root, agi.level)?;
         let mut chunks = BTreeMap::new();
         let (mut count, mut freecount) = (0u64, 0u64);
         for rec in ino.recs.chunks_exact(16) {
@@ -463,16 +468,7 @@ impl Space {
             ));
         }
         let fino_blocks = if sb.has_ro_compat(ro_compat::FINOBT) {
-            let f = walk(
-                r,
-                ag,
-                "free-inode btree",
-                b"FIB3",
-                16,
-                4,
-                agi.free_root,
-                agi.free_level,
-            )?;
+            let f = walk(r, ag, T_FINO, agi.free_root, agi.free_level)?;
             let want: Vec<u32> = chunks
                 .iter()
                 .filter(|(_, c)| c.freecount > 0)
@@ -490,7 +486,8 @@ impl Space {
             Vec::new()
         };
         if sb.has_ro_compat(ro_compat::INOBTCNT)
-            && (agi.iblocks as usize != ino.blocks.len() || agi.fblocks as usize != fino_blocks.len())
+            && (agi.iblocks as usize != ino.blocks.len()
+                || agi.fblocks as usize != fino_blocks.len())
         {
             return Err(corrupt(
                 format!("AGI of AG {ag}"),
@@ -595,11 +592,7 @@ impl Space {
             let mut pick: Option<(u32, u32)> = None;
             if ag == ag0 {
                 // nearest at/after `near` holding `want`
-                let from = a
-                    .free
-                    .range(..=bno0)
-                    .next_back()
-                    .map_or(bno0, |(&s, _)| s);
+                let from = a.free.range(..=bno0).next_back().map_or(bno0, |(&s, _)| s);
                 for (&s, &l) in a.free.range(from..) {
                     let st = s.max(bno0);
                     if s + l > st && s + l - st >= want {
@@ -715,13 +708,15 @@ impl Space {
             if let Some(ino) = self.take_free_inode(ag, near) {
                 return Ok(ino);
             }
-            if self.new_chunk(dev, sb, stamp, ag, near)? {
-                if let Some(ino) = self.take_free_inode(ag, near) {
-                    return Ok(ino);
-                }
+            if self.new_chunk(dev, sb, stamp, ag, near)?
+                && let Some(ino) = self.take_free_inode(ag, near)
+            {
+                return Ok(ino);
             }
         }
-        Err(XfsError::NoSpace("no free inode and no room for a new inode chunk".into()))
+        Err(XfsError::NoSpace(
+            "no free inode and no room for a new inode chunk".into(),
+        ))
     }
 
     fn take_free_inode(&mut self, ag: u32, near: u32) -> Option<u64> {
@@ -756,17 +751,11 @@ impl Space {
         let avail = ext_total(&a.free).saturating_sub(self.reserve(a));
         let inopblog = u32::from(self.sb.inopblog);
         // chunk windows already used by records, as block ranges
-        let windows: Extents = a
-            .chunks
-            .keys()
-            .map(|&s| (s >> inopblog, full))
-            .collect();
+        let windows: Extents = a.chunks.keys().map(|&s| (s >> inopblog, full)).collect();
         let window_free = |ws: u32| -> bool {
             ws > 0
                 && u64::from(ws) + u64::from(full) <= u64::from(a.len)
-                && !windows
-                    .iter()
-                    .any(|(&s, &l)| s < ws + full && ws < s + l)
+                && !windows.iter().any(|(&s, &l)| s < ws + full && ws < s + l)
         };
         // full chunk: first aligned free window at/after near, else the first one at all
         let mut found: Option<u32> = None;
@@ -1009,7 +998,13 @@ impl Space {
         Ok(())
     }
 
-    fn flush_inodes(&self, a: &mut Ag, dev: &dyn BlockDev, sb: &Superblock, st: &Stamp) -> Result<()> {
+    fn flush_inodes(
+        &self,
+        a: &mut Ag,
+        dev: &dyn BlockDev,
+        sb: &Superblock,
+        st: &Stamp,
+    ) -> Result<()> {
         let inopblog = u32::from(sb.inopblog);
         let sparse = sb.has_incompat(incompat::SPINODES);
         // Chunks left without used inodes are freed.
@@ -1032,7 +1027,10 @@ impl Space {
             }
             for (s, l) in runs {
                 if ext_overlaps(&a.free, s, l) || ext_overlaps(&a.busy, s, l) {
-                    return Err(corrupt(format!("AG {}", a.agno), "inode chunk blocks are free"));
+                    return Err(corrupt(
+                        format!("AG {}", a.agno),
+                        "inode chunk blocks are free",
+                    ));
                 }
                 ext_insert(&mut a.busy, s, l);
             }
@@ -1137,7 +1135,13 @@ impl Space {
         Ok(())
     }
 
-    fn flush_space(&self, a: &mut Ag, dev: &dyn BlockDev, sb: &Superblock, st: &Stamp) -> Result<()> {
+    fn flush_space(
+        &self,
+        a: &mut Ag,
+        dev: &dyn BlockDev,
+        sb: &Superblock,
+        st: &Stamp,
+    ) -> Result<()> {
         let shape = alloc_shape(sb);
         let agfl_cap = agfl_size(sb);
         // Everything free after this flush, before the btrees and AGFL take their blocks.

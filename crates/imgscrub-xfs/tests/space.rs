@@ -97,7 +97,13 @@ fn repair_clean(img: &Path, ctx: &str) {
 /// that are neither free nor owned; blockget does, as "type unknown not expected").
 fn blockget(img: &Path) -> String {
     let o = std::process::Command::new("xfs_db")
-        .env("PATH", format!("{}:/sbin:/usr/sbin", std::env::var("PATH").unwrap_or_default()))
+        .env(
+            "PATH",
+            format!(
+                "{}:/sbin:/usr/sbin",
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
         .args(["-r", "-c", "blockget -n"])
         .arg(img)
         .output()
@@ -142,7 +148,10 @@ fn balanced(variant: &str, n: usize, max_len: u64, seed: u64) {
     let mut sorted = got.clone();
     sorted.sort_unstable();
     for w in sorted.windows(2) {
-        assert!(w[0].0 + w[0].1 <= w[1].0, "{variant}: overlapping allocations {w:?}");
+        assert!(
+            w[0].0 + w[0].1 <= w[1].0,
+            "{variant}: overlapping allocations {w:?}"
+        );
     }
     for k in (1..got.len()).rev() {
         let j = rng.below(k as u64 + 1) as usize;
@@ -163,14 +172,18 @@ fn balanced(variant: &str, n: usize, max_len: u64, seed: u64) {
     write_counters(&dev, &sb, &sp);
     drop(dev);
     repair_clean(&img.path, variant);
-    assert_eq!(tk::xfs_freesp(&img.path), before_freesp, "{variant}: freesp -d");
+    assert_eq!(
+        tk::xfs_freesp(&img.path),
+        before_freesp,
+        "{variant}: freesp -d"
+    );
     assert_eq!(headers(&img.path, "agf"), before_agf, "{variant}: AGF");
     assert_eq!(sb_field(&img.path, "fdblocks"), before_fd);
 }
 
 const V5: &[&str] = &[
-    "v5", "centos7", "el9", "b1k", "b2k", "n64k", "i1k", "sparse", "s4k", "ag1", "ag8",
-    "stripe", "ci", "nrext64",
+    "v5", "centos7", "el9", "b1k", "b2k", "n64k", "i1k", "sparse", "s4k", "ag1", "ag8", "stripe",
+    "ci", "nrext64",
 ];
 
 #[test]
@@ -266,7 +279,13 @@ fn alloc_persist(variant: &str) {
     let mut want: Vec<String> = got
         .iter()
         .flat_map(|&(fsb, l)| fsb..fsb + l)
-        .map(|x| format!("block {}/{} type unknown not expected", x >> sb.agblklog, x & mask))
+        .map(|x| {
+            format!(
+                "block {}/{} type unknown not expected",
+                x >> sb.agblklog,
+                x & mask
+            )
+        })
         .collect();
     want.sort();
     assert_eq!(leaked, want, "{variant}: blockget");
@@ -296,7 +315,11 @@ fn fragment(variant: &str) {
     let mut b = s + 1;
     while b + 1 < s + l && got.len() < 3000 {
         let (fsb, n) = sp.alloc(u64::from(b), 1, 1, file_owner(0)).unwrap();
-        assert_eq!((fsb, n), (u64::from(b), 1), "{variant}: exact near allocation");
+        assert_eq!(
+            (fsb, n),
+            (u64::from(b), 1),
+            "{variant}: exact near allocation"
+        );
         got.push(fsb);
         b += 2;
     }
@@ -324,7 +347,8 @@ fn fragment(variant: &str) {
         .into_iter()
         .map(|(s, l)| (u64::from(s), u64::from(l)))
         .collect();
-    let agfl: std::collections::BTreeSet<(u64, u64)> = tk::xfs_agfl(&img.path).into_iter().collect();
+    let agfl: std::collections::BTreeSet<(u64, u64)> =
+        tk::xfs_agfl(&img.path).into_iter().collect();
     let theirs: Vec<(u64, u64)> = tk::xfs_freesp(&img.path)
         .into_iter()
         .filter(|r| r.0 == 0 && !(r.2 == 1 && agfl.contains(&(0, r.1))))
@@ -384,7 +408,11 @@ fn inode_pairs(variant: &str, n: usize) {
         h.remove("newino"); // the kernel does not move it back either
     }
     assert_eq!(after, before, "{variant}: AGI");
-    assert_eq!(tk::xfs_freesp(&img.path), before_freesp, "{variant}: freesp");
+    assert_eq!(
+        tk::xfs_freesp(&img.path),
+        before_freesp,
+        "{variant}: freesp"
+    );
     assert_eq!(
         (sb_field(&img.path, "icount"), sb_field(&img.path, "ifree")),
         (icount, ifree)
@@ -399,11 +427,20 @@ fn check_in_use_but_free(img: &Path, ctx: &str, inos: &[u64], leaked: &[(u64, u6
     let leaked: std::collections::BTreeSet<String> = leaked
         .iter()
         .flat_map(|&(f, n)| f..f + n)
-        .map(|x| format!("block {}/{} type unknown not expected", x >> agblklog, x & ((1 << agblklog) - 1)))
+        .map(|x| {
+            format!(
+                "block {}/{} type unknown not expected",
+                x >> agblklog,
+                x & ((1 << agblklog) - 1)
+            )
+        })
         .collect();
     let out = tk::xfs_repair_check(img).err().unwrap_or_default();
     let mut got: Vec<u64> = Vec::new();
-    for l in out.lines().filter(|l| l.contains("would") || l.contains("counted")) {
+    for l in out
+        .lines()
+        .filter(|l| l.contains("would") || l.contains("counted"))
+    {
         let n = l
             .strip_prefix("imap claims a free inode ")
             .and_then(|r| r.strip_suffix(" is in use, would correct imap and clear inode"))
@@ -431,7 +468,9 @@ fn check_in_use_but_free(img: &Path, ctx: &str, inos: &[u64], leaked: &[(u64, u6
 
 #[test]
 fn inode_alloc_free_matrix() {
-    for v in ["v5", "centos7", "el9", "b1k", "i1k", "sparse", "ag1", "stripe"] {
+    for v in [
+        "v5", "centos7", "el9", "b1k", "i1k", "sparse", "ag1", "stripe",
+    ] {
         inode_pairs(v, 200);
     }
 }
@@ -446,7 +485,10 @@ fn sparse_chunks_when_no_full_chunk_fits() {
     let (icount, ifree) = (sb_field(&img.path, "icount"), sb_field(&img.path, "ifree"));
     let dev = RawFile::open_rw(&img.path).unwrap();
     let sb = read_sb(&dev);
-    assert!(sb.spino_align > 0 && sb.spino_align < sb.inoalignmt, "{sb:?}");
+    assert!(
+        sb.spino_align > 0 && sb.spino_align < sb.inoalignmt,
+        "{sb:?}"
+    );
     let mut sp = Space::load(&Reader::new(&dev, &sb)).unwrap();
     let align = sb.inoalignmt;
     // one used block at the start of every aligned chunk window
@@ -476,7 +518,10 @@ fn sparse_chunks_when_no_full_chunk_fits() {
     let out = tk::xfs_db(&img.path, &["agi 0", "addr root", "print recs"]);
     let sparse_recs = out
         .split_whitespace()
-        .filter_map(|r| r.split_once(":[").map(|(_, v)| v.trim_end_matches(']').to_owned()))
+        .filter_map(|r| {
+            r.split_once(":[")
+                .map(|(_, v)| v.trim_end_matches(']').to_owned())
+        })
         .filter(|v| v.split(',').nth(1).is_some_and(|h| h != "0"))
         .count();
     assert!(sparse_recs >= 3, "{variant}: {out}");
