@@ -4,9 +4,11 @@
 //! the v5 header (magic, level, record count, siblings, its own daddr, LSN, metadata UUID,
 //! owning AG, CRC-32C).
 //!
-//! Record and key formats are the caller's: a key is the first `key_size` bytes of a record
-//! (true for the by-block and by-size free-space btrees and the inode btrees, whose keys are
-//! a prefix of their records).
+//! Record and key formats are the caller's: with [`build`] a key is the first `key_size`
+//! bytes of a record (true for the by-block and by-size free-space btrees and the inode
+//! btrees, whose keys are a prefix of their records); [`build_keys`] takes a function giving
+//! a record's low and high keys, for overlapping btrees (the reverse-mapping btree), whose
+//! node entries hold both (the high key of a block is the largest high key under it).
 //!
 //! Even filling keeps every non-root block at or above half of its capacity (`minrecs`), as
 //! the kernel's and `xfs_repair`'s verifiers require.
@@ -26,6 +28,8 @@ pub struct Shape {
     pub block_size: usize,
     pub rec_size: usize,
     pub key_size: usize,
+    /// Node entries hold a low and a high key (the rmapbt).
+    pub overlapping: bool,
 }
 
 impl Shape {
@@ -36,7 +40,12 @@ impl Shape {
 
     /// Key/pointer pairs a node block holds.
     pub fn node_max(&self) -> usize {
-        (self.block_size - HDR_V5) / (self.key_size + 4)
+        (self.block_size - HDR_V5) / (self.node_key_size() + 4)
+    }
+
+    /// Bytes of keys per node entry.
+    fn node_key_size(&self) -> usize {
+        self.key_size * (1 + usize::from(self.overlapping))
     }
 
     /// Blocks per level, leaves first, for `nrecs` records. An empty btree is one empty leaf
@@ -97,10 +106,26 @@ pub fn build(
     agbnos: &[u32],
     daddr: &dyn Fn(u32) -> u64,
 ) -> Option<Built> {
-    if shape.rec_size == 0
-        || !recs.len().is_multiple_of(shape.rec_size)
-        || shape.key_size > shape.rec_size
-    {
+    let ks = shape.key_size;
+    let prefix = move |r: &[u8]| {
+        let k = r.get(..ks).unwrap_or(&[]).to_vec();
+        (k.clone(), k)
+    };
+    build_keys(shape, hdr, recs, agbnos, daddr, &prefix)
+}
+
+/// [`build`] with `keys(record) = (low key, high key)`, each `shape.key_size` bytes and
+/// ordered bytewise (big-endian fields). The high keys are written only when
+/// `shape.overlapping`.
+pub fn build_keys(
+    shape: &Shape,
+    hdr: &Header<'_>,
+    recs: &[u8],
+    agbnos: &[u32],
+    daddr: &dyn Fn(u32) -> u64,
+    keys: &dyn Fn(&[u8]) -> (Vec<u8>, Vec<u8>),
+) -> Option<Built> {
+    if shape.rec_size == 0 || !recs.len().is_multiple_of(shape.rec_size) {
         return None;
     }
     let nrecs = recs.len() / shape.rec_size;
@@ -110,12 +135,13 @@ pub fn build(
     }
     let mut out = Vec::with_capacity(agbnos.len());
     let mut next = 0usize;
-    // (key, agbno) of the blocks of the level below.
-    let mut below: Vec<(Vec<u8>, u32)> = Vec::new();
+    // (low key, high key, agbno) of the blocks of the level below.
+    let mut below: Vec<(Vec<u8>, Vec<u8>, u32)> = Vec::new();
+    let ks = shape.key_size;
     for (level, &nblocks) in levels.iter().enumerate() {
         let mine = agbnos.get(next..next + nblocks)?;
         next += nblocks;
-        let mut this: Vec<(Vec<u8>, u32)> = Vec::with_capacity(nblocks);
+        let mut this: Vec<(Vec<u8>, Vec<u8>, u32)> = Vec::with_capacity(nblocks);
         if level == 0 {
             let counts = split_even(nrecs, nblocks);
             let mut at = 0usize;
@@ -124,36 +150,57 @@ pub fn build(
                 let body = recs.get(at * shape.rec_size..(at + cnt) * shape.rec_size)?;
                 b.get_mut(HDR_V5..HDR_V5 + body.len())?
                     .copy_from_slice(body);
-                let key = body.get(..shape.key_size).unwrap_or(&[]).to_vec();
+                let mut low = Vec::new();
+                let mut high = Vec::new();
+                for (j, r) in body.chunks_exact(shape.rec_size).enumerate() {
+                    let (l, h) = keys(r);
+                    if l.len() != ks || h.len() != ks {
+                        return None;
+                    }
+                    if j == 0 {
+                        low = l;
+                    }
+                    if h > high {
+                        high = h;
+                    }
+                }
                 header(&mut b, hdr, 0, cnt, mine, i, daddr(bno));
-                this.push((key, bno));
+                this.push((low, high, bno));
                 out.push((bno, b));
                 at += cnt;
             }
         } else {
             let counts = split_even(below.len(), nblocks);
             let nmax = shape.node_max();
-            let ptr_base = HDR_V5 + nmax * shape.key_size;
+            let nks = shape.node_key_size();
+            let ptr_base = HDR_V5 + nmax * nks;
             let mut at = 0usize;
             for (i, (&cnt, &bno)) in counts.iter().zip(mine).enumerate() {
                 let mut b = vec![0u8; shape.block_size];
                 let kids = below.get(at..at + cnt)?;
-                for (j, (key, child)) in kids.iter().enumerate() {
-                    let ko = HDR_V5 + j * shape.key_size;
-                    b.get_mut(ko..ko + shape.key_size)?.copy_from_slice(key);
+                let mut high = Vec::new();
+                for (j, (low, hi, child)) in kids.iter().enumerate() {
+                    let ko = HDR_V5 + j * nks;
+                    b.get_mut(ko..ko + ks)?.copy_from_slice(low);
+                    if shape.overlapping {
+                        b.get_mut(ko + ks..ko + 2 * ks)?.copy_from_slice(hi);
+                    }
+                    if *hi > high {
+                        high = hi.clone();
+                    }
                     let po = ptr_base + 4 * j;
                     b.get_mut(po..po + 4)?.copy_from_slice(&child.to_be_bytes());
                 }
-                let key = kids.first().map(|k| k.0.clone()).unwrap_or_default();
+                let low = kids.first().map(|k| k.0.clone()).unwrap_or_default();
                 header(&mut b, hdr, level as u16, cnt, mine, i, daddr(bno));
-                this.push((key, bno));
+                this.push((low, high, bno));
                 out.push((bno, b));
                 at += cnt;
             }
         }
         below = this;
     }
-    let root = below.first()?.1;
+    let root = below.first()?.2;
     Some(Built {
         blocks: out,
         root,
@@ -208,6 +255,7 @@ mod tests {
             block_size: bs,
             rec_size: rec,
             key_size: key,
+            overlapping: false,
         }
     }
 

@@ -144,6 +144,188 @@ impl Chunk {
     }
 }
 
+/// rmap `rm_offset` flag bits.
+const RM_ATTR: u64 = 1 << 63;
+const RM_BMBT: u64 = 1 << 62;
+const RM_UNWRITTEN: u64 = 1 << 61;
+const RM_OFF_MASK: u64 = (1 << 54) - 1;
+/// Special rmap owners (negative numbers stored as u64).
+const OWN_AG: u64 = -5i64 as u64;
+const OWN_INOBT: u64 = -6i64 as u64;
+const OWN_INODES: u64 = -7i64 as u64;
+
+/// One reverse mapping: `len` blocks from the key block belong to `owner` (`offset` holds
+/// the file offset and the attr/bmbt/unwritten flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Rmap {
+    len: u32,
+    owner: u64,
+    offset: u64,
+}
+
+/// Reverse mappings of one AG by start block; never overlapping (no shared extents).
+type Rmaps = BTreeMap<u32, Rmap>;
+
+fn is_inode_owner(owner: u64) -> bool {
+    owner < (1 << 63)
+}
+
+/// Does the offset advance with the block (file data and attr fork mappings)?
+fn has_offset(r: &Rmap) -> bool {
+    is_inode_owner(r.owner) && r.offset & RM_BMBT == 0
+}
+
+/// Can `b` (starting at `bs`) be appended to `a` (starting at `as_`), as the kernel and
+/// xfs_repair merge reverse mappings?
+fn rmap_mergeable(as_: u32, a: &Rmap, bs: u32, b: &Rmap) -> bool {
+    u64::from(as_) + u64::from(a.len) == u64::from(bs)
+        && a.owner == b.owner
+        && a.offset & !RM_OFF_MASK == b.offset & !RM_OFF_MASK
+        && (!has_offset(a) || (a.offset & RM_OFF_MASK) + u64::from(a.len) == b.offset & RM_OFF_MASK)
+        && u64::from(a.len) + u64::from(b.len) <= u64::from(u32::MAX)
+}
+
+fn rmap_add(m: &mut Rmaps, mut s: u32, mut r: Rmap) {
+    if let Some((&ps, &p)) = m.range(..s).next_back()
+        && rmap_mergeable(ps, &p, s, &r)
+    {
+        m.remove(&ps);
+        r = Rmap {
+            len: p.len + r.len,
+            ..p
+        };
+        s = ps;
+    }
+    if let Some(&n) = m.get(&(s + r.len))
+        && rmap_mergeable(s, &r, s + r.len, &n)
+    {
+        m.remove(&(s + r.len));
+        r.len += n.len;
+    }
+    m.insert(s, r);
+}
+
+/// Check that `[s, s+len)` is mapped entirely to `owner` with these flags (ignoring the
+/// unwritten flag). Returns false if not.
+fn rmap_covers(m: &Rmaps, s: u32, len: u32, owner: u64, flags: u64) -> bool {
+    let end = u64::from(s) + u64::from(len);
+    let mut at = u64::from(s);
+    while at < end {
+        let Some((&rs, r)) = m.range(..=at as u32).next_back() else {
+            return false;
+        };
+        let re = u64::from(rs) + u64::from(r.len);
+        if re <= at || r.owner != owner || r.offset & (RM_ATTR | RM_BMBT) != flags {
+            return false;
+        }
+        at = re;
+    }
+    true
+}
+
+/// Remove `[s, s+len)` from the mappings (call `rmap_covers` first).
+fn rmap_remove(m: &mut Rmaps, s: u32, len: u32) {
+    let end = s + len;
+    let mut at = s;
+    while at < end {
+        let Some((&rs, &r)) = m.range(..=at).next_back() else {
+            return;
+        };
+        let re = rs + r.len;
+        if re <= at {
+            return;
+        }
+        m.remove(&rs);
+        if rs < at {
+            m.insert(rs, Rmap { len: at - rs, ..r });
+        }
+        if re > end {
+            let adv = u64::from(end - rs);
+            let offset = if has_offset(&r) {
+                r.offset + adv
+            } else {
+                r.offset
+            };
+            m.insert(
+                end,
+                Rmap {
+                    len: re - end,
+                    owner: r.owner,
+                    offset,
+                },
+            );
+        }
+        at = re.min(end);
+    }
+}
+
+/// Replace every mapping of the special `owner` by runs of `blocks`.
+fn rmap_set_owner(m: &mut Rmaps, owner: u64, blocks: &[u32]) {
+    m.retain(|_, r| r.owner != owner);
+    let mut runs = Extents::new();
+    for &b in blocks {
+        ext_insert(&mut runs, b, 1);
+    }
+    for (s, l) in runs {
+        rmap_add(
+            m,
+            s,
+            Rmap {
+                len: l,
+                owner,
+                offset: 0,
+            },
+        );
+    }
+}
+
+fn rmap_rec(s: u32, r: &Rmap) -> [u8; 24] {
+    let mut b = [0u8; 24];
+    put(&mut b, 0, &s.to_be_bytes());
+    put(&mut b, 4, &r.len.to_be_bytes());
+    put(&mut b, 8, &r.owner.to_be_bytes());
+    put(&mut b, 16, &r.offset.to_be_bytes());
+    b
+}
+
+/// Low and high keys of an rmap record: (start, owner, offset without the unwritten flag),
+/// and the same for its last block.
+fn rmap_keys(rec: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let s = u32_at(rec, 0);
+    let len = u32_at(rec, 4);
+    let owner = u64_at(rec, 8);
+    let off = u64_at(rec, 16) & !RM_UNWRITTEN;
+    let r = Rmap {
+        len,
+        owner,
+        offset: off,
+    };
+    let mut low = Vec::with_capacity(20);
+    low.extend_from_slice(&s.to_be_bytes());
+    low.extend_from_slice(&owner.to_be_bytes());
+    low.extend_from_slice(&off.to_be_bytes());
+    let mut high = Vec::with_capacity(20);
+    high.extend_from_slice(&(s + len.saturating_sub(1)).to_be_bytes());
+    high.extend_from_slice(&owner.to_be_bytes());
+    let hoff = if has_offset(&r) {
+        off + u64::from(len.saturating_sub(1))
+    } else {
+        off
+    };
+    high.extend_from_slice(&hoff.to_be_bytes());
+    (low, high)
+}
+
+/// The reverse-mapping owner and offset of an allocation.
+fn owner_rmap(o: Owner) -> (u64, u64) {
+    match o {
+        Owner::File { ino, attr, offset } => {
+            (ino, (offset & RM_OFF_MASK) | if attr { RM_ATTR } else { 0 })
+        }
+        Owner::Bmbt { ino, attr } => (ino, RM_BMBT | if attr { RM_ATTR } else { 0 }),
+    }
+}
+
 /// The in-memory state of one AG.
 #[derive(Debug, Clone)]
 struct Ag {
@@ -167,6 +349,9 @@ struct Ag {
     /// Chunks `free_inode` left without used inodes: freed at flush if still so.
     emptied: BTreeSet<u32>,
     newino: u32,
+    /// Reverse mappings (rmapbt filesystems) and the rmapbt's blocks (leaves first).
+    rmap: Option<Rmaps>,
+    rmap_blocks: Vec<u32>,
     space_dirty: bool,
     ino_dirty: bool,
 }
@@ -216,6 +401,13 @@ const T_FINO: Tree = Tree {
     magic: b"FIB3",
     rec_size: 16,
     key_size: 4,
+};
+const T_RMAP: Tree = Tree {
+    name: "reverse-mapping btree",
+    magic: b"RMB3",
+    rec_size: 24,
+    // node entries: low key + high key (20 bytes each)
+    key_size: 40,
 };
 const T_REFC: Tree = Tree {
     name: "refcount btree",
@@ -286,6 +478,7 @@ fn alloc_shape(sb: &Superblock) -> Shape {
         block_size: sb.blocksize as usize,
         rec_size: 8,
         key_size: 8,
+        overlapping: false,
     }
 }
 
@@ -294,6 +487,7 @@ fn ino_shape(sb: &Superblock) -> Shape {
         block_size: sb.blocksize as usize,
         rec_size: 16,
         key_size: 4,
+        overlapping: false,
     }
 }
 
@@ -315,11 +509,26 @@ fn alloc_maxlevels(sb: &Superblock) -> u32 {
 
 /// `xfs_alloc_min_freelist`: AGFL blocks the kernel wants for free-space btrees of these
 /// heights (the newer, larger formula: two blocks per level a split can add, each btree).
-fn agfl_min(sb: &Superblock, bno_level: u32, cnt_level: u32) -> usize {
+/// `rmap_level` is 0 without an rmapbt.
+fn agfl_min(sb: &Superblock, bno_level: u32, cnt_level: u32, rmap_level: u32) -> usize {
     let max = alloc_maxlevels(sb);
     let one = |l: u32| ((l + 1).min(max) * 2 - 2) as usize;
     let old = |l: u32| (l + 1).min(max) as usize;
-    (one(bno_level) + one(cnt_level)).max(old(bno_level) + old(cnt_level))
+    let (r_new, r_old) = if rmap_level > 0 {
+        ((rmap_level as usize + 1) * 2 - 2, rmap_level as usize + 1)
+    } else {
+        (0, 0)
+    };
+    (one(bno_level) + one(cnt_level) + r_new).max(old(bno_level) + old(cnt_level) + r_old)
+}
+
+fn rmap_shape(sb: &Superblock) -> Shape {
+    Shape {
+        block_size: sb.blocksize as usize,
+        rec_size: 24,
+        key_size: 20,
+        overlapping: true,
+    }
 }
 
 /// Slots of the AGFL.
@@ -344,11 +553,6 @@ impl Space {
         if !sb.is_v5() {
             return Err(XfsError::ReadOnly(
                 "v4 (non-CRC) XFS filesystems are read-only".into(),
-            ));
-        }
-        if sb.has_ro_compat(ro_compat::RMAPBT) {
-            return Err(XfsError::ReadOnly(
-                "rmapbt: the reverse-mapping btree is not maintained by the writer yet".into(),
             ));
         }
         if sb.inopblog > 6 {
@@ -405,7 +609,24 @@ impl Space {
         }
         let total: u64 = recs.iter().map(|&(_, l)| u64::from(l)).sum();
         let longest = recs.iter().map(|&(_, l)| l).max().unwrap_or(0);
-        let btreeblks = (bno.blocks.len() + cnt.blocks.len() - 2) as u32;
+        let rmapbt = if sb.has_ro_compat(ro_compat::RMAPBT) {
+            Some(walk(r, ag, T_RMAP, agf.rmap_root, agf.rmap_level)?)
+        } else {
+            None
+        };
+        let rmap_nblocks = rmapbt.as_ref().map_or(0, |w| w.blocks.len());
+        if rmapbt.is_some() && rmap_nblocks != agf.rmap_blocks as usize {
+            return Err(corrupt(
+                format!("AGF of AG {ag}"),
+                format!(
+                    "rmap_blocks {} but the rmapbt has {rmap_nblocks}",
+                    agf.rmap_blocks
+                ),
+            ));
+        }
+        let btreeblks = (bno.blocks.len() + cnt.blocks.len() + rmap_nblocks
+            - 2
+            - usize::from(rmapbt.is_some())) as u32;
         if total != u64::from(agf.freeblks) || longest != agf.longest || btreeblks != agf.btreeblks
         {
             return Err(corrupt(
@@ -494,7 +715,7 @@ impl Space {
                 "inode btree block counts (inobtcount) disagree with the btrees",
             ));
         }
-        let a = Ag {
+        let mut a = Ag {
             agno: ag,
             len,
             free,
@@ -508,6 +729,8 @@ impl Space {
             chunks,
             emptied: BTreeSet::new(),
             newino: agi.newino,
+            rmap: None,
+            rmap_blocks: Vec::new(),
             space_dirty: false,
             ino_dirty: false,
         };
@@ -520,6 +743,7 @@ impl Space {
             .chain(&a.agfl)
             .chain(&a.ino_blocks)
             .chain(&a.fino_blocks)
+            .chain(rmapbt.iter().flat_map(|w| &w.blocks))
         {
             if ext_overlaps(&a.free, b, 1) || ext_overlaps(&used, b, 1) {
                 return Err(corrupt(
@@ -529,7 +753,97 @@ impl Space {
             }
             ext_insert(&mut used, b, 1);
         }
+        if let Some(w) = rmapbt {
+            Self::load_rmap(&mut a, w, sb.has_ro_compat(ro_compat::REFLINK))?;
+        }
         Ok(a)
+    }
+
+    /// Take the reverse mappings of an AG, checking that they are what this writer will
+    /// regenerate: no shared extents, the free space and the mappings partition the AG,
+    /// OWN_AG is exactly the free-space/rmap btree and AGFL blocks, OWN_INOBT the inode
+    /// btree blocks.
+    fn load_rmap(a: &mut Ag, w: Walked, reflink: bool) -> Result<()> {
+        let ag = a.agno;
+        let refuse = |d: &str| XfsError::ReadOnly(format!("rmapbt of AG {ag}: {d}"));
+        let mut m = Rmaps::new();
+        let mut last_end = 0u64;
+        let mut mapped = 0u64;
+        for rec in w.recs.chunks_exact(24) {
+            let (s, len) = (u32_at(rec, 0), u32_at(rec, 4));
+            let r = Rmap {
+                len,
+                owner: u64_at(rec, 8),
+                offset: u64_at(rec, 16),
+            };
+            if len == 0 || u64::from(s) + u64::from(len) > u64::from(a.len) {
+                return Err(corrupt(
+                    format!("rmapbt of AG {ag}"),
+                    format!("record ({s:#x}, {len})"),
+                ));
+            }
+            if u64::from(s) < last_end {
+                return Err(refuse(if reflink {
+                    "shared extents (reflinked files): overlapping reverse mappings are not maintained"
+                } else {
+                    "overlapping records"
+                }));
+            }
+            if ext_overlaps(&a.free, s, len) {
+                return Err(corrupt(
+                    format!("rmapbt of AG {ag}"),
+                    format!("free block {s:#x} is mapped"),
+                ));
+            }
+            last_end = u64::from(s) + u64::from(len);
+            mapped += u64::from(len);
+            m.insert(s, r);
+        }
+        if mapped + ext_total(&a.free) != u64::from(a.len) {
+            return Err(corrupt(
+                format!("rmapbt of AG {ag}"),
+                "the mappings and the free space do not cover the AG",
+            ));
+        }
+        let blocks_of = |owner: u64| -> Extents {
+            let mut e = Extents::new();
+            for (&s, r) in m.iter().filter(|(_, r)| r.owner == owner) {
+                ext_insert(&mut e, s, r.len);
+            }
+            e
+        };
+        let runs = |v: &mut dyn Iterator<Item = &u32>| -> Extents {
+            let mut e = Extents::new();
+            for &b in v {
+                ext_insert(&mut e, b, 1);
+            }
+            e
+        };
+        let own_ag = runs(
+            &mut a
+                .bno_blocks
+                .iter()
+                .chain(&a.cnt_blocks)
+                .chain(&w.blocks)
+                .chain(&a.agfl),
+        );
+        if blocks_of(OWN_AG) != own_ag {
+            return Err(refuse(
+                "OWN_AG mappings are not the free-space btrees, rmapbt and AGFL",
+            ));
+        }
+        let own_inobt = runs(&mut a.ino_blocks.iter().chain(&a.fino_blocks));
+        if blocks_of(OWN_INOBT) != own_inobt {
+            return Err(refuse("OWN_INOBT mappings are not the inode btree blocks"));
+        }
+        // Normalise: merge what the kernel left unmerged.
+        let mut merged = Rmaps::new();
+        for (s, r) in m {
+            rmap_add(&mut merged, s, r);
+        }
+        a.rmap = Some(merged);
+        a.rmap_blocks = w.blocks;
+        Ok(())
     }
 
     /// The superblock this state was loaded with.
@@ -553,10 +867,18 @@ impl Space {
         let nrec = a.free.len() + a.busy.len() + 2;
         let s = alloc_shape(sb);
         let lv = s.levels(nrec);
-        let space = 2 * s.total_blocks(nrec) + agfl_min(sb, lv, lv);
+        let (rmap_need, rlv) = match &a.rmap {
+            Some(m) => {
+                let rs = rmap_shape(sb);
+                let n = m.len() + 8;
+                (rs.total_blocks(n), rs.levels(n))
+            }
+            None => (0, 0),
+        };
+        let space = 2 * s.total_blocks(nrec) + rmap_need + agfl_min(sb, lv, lv, rlv);
         let i = ino_shape(sb);
         let ino = i.total_blocks(a.chunks.len() + 1) * 2;
-        let have = a.bno_blocks.len() + a.cnt_blocks.len() + a.agfl.len();
+        let have = a.bno_blocks.len() + a.cnt_blocks.len() + a.rmap_blocks.len() + a.agfl.len();
         let have_i = a.ino_blocks.len() + a.fino_blocks.len();
         (space.saturating_sub(have) + ino.saturating_sub(have_i) + 2) as u64
     }
@@ -568,7 +890,6 @@ impl Space {
     ///
     /// Each AG keeps back what its next flush needs to rebuild its btrees and AGFL.
     pub fn alloc(&mut self, near: u64, len: u64, min_len: u64, owner: Owner) -> Result<(u64, u64)> {
-        let _ = owner; // recorded in the rmapbt once that is maintained
         if len == 0 || min_len == 0 || min_len > len {
             return Err(XfsError::Invalid(format!(
                 "allocation of {len} blocks (at least {min_len})"
@@ -623,6 +944,18 @@ impl Space {
                 if !ext_remove(&mut a.free, s, l) {
                     return Err(corrupt(format!("AG {ag}"), "free extent map"));
                 }
+                if let Some(m) = &mut a.rmap {
+                    let (owner, offset) = owner_rmap(owner);
+                    rmap_add(
+                        m,
+                        s,
+                        Rmap {
+                            len: l,
+                            owner,
+                            offset,
+                        },
+                    );
+                }
                 a.space_dirty = true;
                 return Ok((self.fsb(ag, s), u64::from(l)));
             }
@@ -636,7 +969,6 @@ impl Space {
     /// until then). Freeing blocks that are free, busy or AG metadata is refused
     /// (`XfsError::Invalid`), nothing changed.
     pub fn free(&mut self, fsb: u64, len: u64, owner: Owner) -> Result<()> {
-        let _ = owner;
         if len == 0 || len > u64::from(u32::MAX) || !self.sb.fsb_valid(fsb, len) {
             return Err(XfsError::Invalid(format!(
                 "free of {len} blocks at {fsb:#x}: outside the filesystem"
@@ -652,11 +984,22 @@ impl Space {
             .chain(&a.agfl)
             .chain(&a.ino_blocks)
             .chain(&a.fino_blocks)
+            .chain(&a.rmap_blocks)
             .any(|&b| b >= bno && u64::from(b) < u64::from(bno) + len);
         if bno == 0 || meta || ext_overlaps(&a.free, bno, l) || ext_overlaps(&a.busy, bno, l) {
             return Err(XfsError::Invalid(format!(
                 "free of {len} blocks at AG {ag} block {bno:#x}: already free or AG metadata"
             )));
+        }
+        if let Some(m) = &mut a.rmap {
+            let (o, off) = owner_rmap(owner);
+            if !rmap_covers(m, bno, l, o, off & (RM_ATTR | RM_BMBT)) {
+                return Err(XfsError::Invalid(format!(
+                    "free of {len} blocks at AG {ag} block {bno:#x}: the reverse mapping does \
+                     not give them to {owner:?}"
+                )));
+            }
+            rmap_remove(m, bno, l);
         }
         ext_insert(&mut a.busy, bno, l);
         a.space_dirty = true;
@@ -803,6 +1146,17 @@ impl Space {
             a.newino = startino;
             a.ino_dirty = true;
             a.space_dirty = true;
+            if let Some(m) = &mut a.rmap {
+                rmap_add(
+                    m,
+                    ws,
+                    Rmap {
+                        len: full,
+                        owner: OWN_INODES,
+                        offset: 0,
+                    },
+                );
+            }
             self.init_inodes(dev, sb, stamp, ag, ws, full)?;
             return Ok(true);
         }
@@ -858,6 +1212,17 @@ impl Space {
         a.newino = startino;
         a.ino_dirty = true;
         a.space_dirty = true;
+        if let Some(m) = &mut a.rmap {
+            rmap_add(
+                m,
+                cs,
+                Rmap {
+                    len: cluster,
+                    owner: OWN_INODES,
+                    offset: 0,
+                },
+            );
+        }
         self.init_inodes(dev, sb, stamp, ag, cs, cluster)?;
         Ok(true)
     }
@@ -949,8 +1314,8 @@ impl Space {
         out
     }
 
-    /// `sb_fdblocks`: Σ over AGs of free blocks + AGFL blocks + free-space btree blocks
-    /// beyond the roots. Exact after a flush (before it, blocks the flush will move between
+    /// `sb_fdblocks`: Σ over AGs of free blocks + AGFL blocks + free-space btree (and rmapbt)
+    /// blocks beyond the roots (`agf_btreeblks`). Exact after a flush (before it, blocks the flush will move between
     /// the free space and the inode btrees or free with emptied chunks are not yet counted).
     pub fn fdblocks(&self) -> u64 {
         self.ags
@@ -958,8 +1323,10 @@ impl Space {
             .map(|a| {
                 ext_total(&a.free)
                     + ext_total(&a.busy)
-                    + (a.agfl.len() + a.bno_blocks.len() + a.cnt_blocks.len()) as u64
+                    + (a.agfl.len() + a.bno_blocks.len() + a.cnt_blocks.len() + a.rmap_blocks.len())
+                        as u64
                     - 2
+                    - u64::from(a.rmap.is_some())
             })
             .sum()
     }
@@ -1031,6 +1398,15 @@ impl Space {
                         format!("AG {}", a.agno),
                         "inode chunk blocks are free",
                     ));
+                }
+                if let Some(m) = &mut a.rmap {
+                    if !rmap_covers(m, s, l, OWN_INODES, 0) {
+                        return Err(corrupt(
+                            format!("rmapbt of AG {}", a.agno),
+                            format!("inode chunk blocks {s:#x}+{l} are not mapped as inodes"),
+                        ));
+                    }
+                    rmap_remove(m, s, l);
                 }
                 ext_insert(&mut a.busy, s, l);
             }
@@ -1110,6 +1486,9 @@ impl Space {
         };
         a.ino_blocks = blocks[..ni].to_vec();
         a.fino_blocks = blocks[ni..].to_vec();
+        if let Some(m) = &mut a.rmap {
+            rmap_set_owner(m, OWN_INOBT, &blocks);
+        }
         // AGI
         let ss = usize::from(sb.sectsize);
         let off = sb.agb_to_byte(a.agno, 0) + 2 * ss as u64;
@@ -1153,9 +1532,28 @@ impl Space {
             .bno_blocks
             .iter()
             .chain(&a.cnt_blocks)
+            .chain(&a.rmap_blocks)
             .chain(&a.agfl)
             .copied()
             .collect();
+        // Reverse mappings other than OWN_AG (which the taken blocks make up).
+        let rshape = rmap_shape(sb);
+        let base_rmaps: Option<Rmaps> = a.rmap.as_ref().map(|m| {
+            let mut b = m.clone();
+            b.retain(|_, r| r.owner != OWN_AG);
+            b
+        });
+        let rmap_need = |taken: &[u32]| -> (usize, u32) {
+            let Some(b) = &base_rmaps else {
+                return (0, 0);
+            };
+            let mut t = taken.to_vec();
+            t.sort_unstable();
+            let runs =
+                t.windows(2).filter(|w| w[0] + 1 != w[1]).count() + usize::from(!t.is_empty());
+            let n = b.len() + runs;
+            (rshape.total_blocks(n), rshape.levels(n))
+        };
         for &b in &pool {
             ext_insert(&mut cur, b, 1);
         }
@@ -1168,8 +1566,9 @@ impl Space {
             let n = cur.len();
             let lv = shape.levels(n);
             let bt = shape.total_blocks(n);
-            let need = 2 * bt + agfl_min(sb, lv, lv);
-            if taken.len() >= need && taken.len() - 2 * bt <= agfl_cap {
+            let (rt, rl) = rmap_need(&taken);
+            let need = 2 * bt + rt + agfl_min(sb, lv, lv, rl);
+            if taken.len() >= need && taken.len() - 2 * bt - rt <= agfl_cap {
                 done = true;
                 break;
             }
@@ -1224,6 +1623,7 @@ impl Space {
         }
         let recs: Vec<(u32, u32)> = cur.iter().map(|(&s, &l)| (s, l)).collect();
         let bt = shape.total_blocks(recs.len());
+        let (rt, _) = rmap_need(&taken);
         let mut bno_recs = Vec::with_capacity(recs.len() * 8);
         for &(s, l) in &recs {
             bno_recs.extend_from_slice(&s.to_be_bytes());
@@ -1251,7 +1651,30 @@ impl Space {
         for (b, data) in bb.blocks.iter().chain(&cb.blocks) {
             dev.write_at(data, sb.agb_to_byte(a.agno, *b))?;
         }
-        let agfl: Vec<u32> = taken[2 * bt..].to_vec();
+        let rb = match &mut a.rmap {
+            Some(m) => {
+                rmap_set_owner(m, OWN_AG, &taken);
+                let mut recs = Vec::with_capacity(m.len() * 24);
+                for (&s, r) in m.iter() {
+                    recs.extend_from_slice(&rmap_rec(s, r));
+                }
+                let rb = btree_build::build_keys(
+                    &rshape,
+                    &hdr(b"RMB3"),
+                    &recs,
+                    &taken[2 * bt..2 * bt + rt],
+                    &daddr,
+                    &rmap_keys,
+                )
+                .ok_or_else(|| corrupt(format!("AG {}", a.agno), "rmapbt build"))?;
+                for (b, data) in &rb.blocks {
+                    dev.write_at(data, sb.agb_to_byte(a.agno, *b))?;
+                }
+                Some(rb)
+            }
+            None => None,
+        };
+        let agfl: Vec<u32> = taken[2 * bt + rt..].to_vec();
         // AGFL: keep the list where it started when it fits without wrapping.
         let ss = usize::from(sb.sectsize);
         let base = sb.agb_to_byte(a.agno, 0);
@@ -1296,7 +1719,13 @@ impl Space {
         put(&mut agf, 48, &(agfl.len() as u32).to_be_bytes());
         put(&mut agf, 52, &freeblks.to_be_bytes());
         put(&mut agf, 56, &longest.to_be_bytes());
-        put(&mut agf, 60, &(2 * bt as u32 - 2).to_be_bytes());
+        let btreeblks = 2 * bt + rt - 2 - usize::from(rb.is_some());
+        put(&mut agf, 60, &(btreeblks as u32).to_be_bytes());
+        if let Some(rb) = &rb {
+            put(&mut agf, 24, &rb.root.to_be_bytes());
+            put(&mut agf, 36, &rb.levels.to_be_bytes());
+            put(&mut agf, 80, &(rt as u32).to_be_bytes());
+        }
         put(&mut agf, AGF_LSN, &st.lsn.to_be_bytes());
         let c = csum::compute(&agf, AGF_CRC);
         put(&mut agf, AGF_CRC, &c.to_le_bytes());
@@ -1306,6 +1735,7 @@ impl Space {
         a.busy.clear();
         a.bno_blocks = taken[..bt].to_vec();
         a.cnt_blocks = taken[bt..2 * bt].to_vec();
+        a.rmap_blocks = taken[2 * bt..2 * bt + rt].to_vec();
         a.agfl = agfl;
         a.flfirst = first;
         Ok(())
