@@ -81,6 +81,9 @@ pub struct Header<'a> {
     pub lsn: u64,
 }
 
+/// `record -> (low key, high key)`.
+pub type KeyFn<'a> = dyn Fn(&[u8]) -> (Vec<u8>, Vec<u8>) + 'a;
+
 /// A built btree: its blocks (AG block number, contents), root and height.
 #[derive(Debug, Clone)]
 pub struct Built {
@@ -123,7 +126,7 @@ pub fn build_keys(
     recs: &[u8],
     agbnos: &[u32],
     daddr: &dyn Fn(u32) -> u64,
-    keys: &dyn Fn(&[u8]) -> (Vec<u8>, Vec<u8>),
+    keys: &KeyFn<'_>,
 ) -> Option<Built> {
     if shape.rec_size == 0 || !recs.len().is_multiple_of(shape.rec_size) {
         return None;
@@ -391,5 +394,57 @@ mod tests {
         assert_eq!((b.root, b.levels, b.blocks.len()), (9, 1, 1));
         assert_eq!(u16_at(&b.blocks[0].1, 6), 0);
         assert!(build(&s, &hdr, &[], &[9, 10], &|x| u64::from(x)).is_none());
+    }
+
+    #[test]
+    fn overlapping_nodes_carry_low_and_high_keys() {
+        // rmapbt: 24-byte records, 20-byte keys, node entries low + high + pointer
+        let s = Shape {
+            block_size: 1024,
+            rec_size: 24,
+            key_size: 20,
+            overlapping: true,
+        };
+        assert_eq!((s.leaf_max(), s.node_max()), (40, 22));
+        let s4 = Shape {
+            block_size: 4096,
+            ..s
+        };
+        assert_eq!((s4.leaf_max(), s4.node_max()), (168, 91));
+        let n = 100u32; // 3 leaves (34, 33, 33) under one root
+        let mut recs = Vec::new();
+        for i in 0..n {
+            recs.extend_from_slice(&(i * 10).to_be_bytes());
+            recs.extend_from_slice(&5u32.to_be_bytes());
+            recs.extend_from_slice(&[0u8; 16]);
+        }
+        let keys = |r: &[u8]| {
+            let st = u32_at(r, 0);
+            let len = u32_at(r, 4);
+            let mut lo = st.to_be_bytes().to_vec();
+            lo.resize(20, 0);
+            let mut hi = (st + len - 1).to_be_bytes().to_vec();
+            hi.resize(20, 0);
+            (lo, hi)
+        };
+        let hdr = Header {
+            magic: b"RMB3",
+            agno: 1,
+            uuid: [1; 16],
+            lsn: 0,
+        };
+        let b = build_keys(&s, &hdr, &recs, &[10, 11, 12, 13], &|x| u64::from(x), &keys).unwrap();
+        assert_eq!((b.root, b.levels), (13, 2));
+        let root = &b.blocks[3].1;
+        assert_eq!(u16_at(root, 6), 3);
+        // entry j: low at 56 + 40j, high at 56 + 40j + 20; pointers after 22 entries
+        let lows: Vec<u32> = (0..3).map(|j| u32_at(root, HDR_V5 + 40 * j)).collect();
+        let highs: Vec<u32> = (0..3).map(|j| u32_at(root, HDR_V5 + 40 * j + 20)).collect();
+        let ptrs: Vec<u32> = (0..3)
+            .map(|j| u32_at(root, HDR_V5 + 22 * 40 + 4 * j))
+            .collect();
+        assert_eq!(lows, vec![0, 340, 670]);
+        assert_eq!(highs, vec![334, 664, 994]);
+        assert_eq!(ptrs, vec![10, 11, 12]);
     }
 }
