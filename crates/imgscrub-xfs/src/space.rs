@@ -986,9 +986,28 @@ impl Space {
             .chain(&a.fino_blocks)
             .chain(&a.rmap_blocks)
             .any(|&b| b >= bno && u64::from(b) < u64::from(bno) + len);
-        if bno == 0 || meta || ext_overlaps(&a.free, bno, l) || ext_overlaps(&a.busy, bno, l) {
+        let inopblog = u32::from(self.sb.inopblog);
+        let full = (64u32 >> inopblog).max(1);
+        let lo = bno.saturating_sub(full) << inopblog;
+        let hi = (u64::from(bno) + len) << inopblog;
+        let in_chunk = a
+            .chunks
+            .range(lo..)
+            .take_while(|(s, _)| u64::from(**s) < hi)
+            .any(|(&s, c)| {
+                (0..64u32).filter(|&i| c.present(i)).any(|i| {
+                    let b = (s + i) >> inopblog;
+                    b >= bno && u64::from(b) < u64::from(bno) + len
+                })
+            });
+        if bno == 0
+            || meta
+            || in_chunk
+            || ext_overlaps(&a.free, bno, l)
+            || ext_overlaps(&a.busy, bno, l)
+        {
             return Err(XfsError::Invalid(format!(
-                "free of {len} blocks at AG {ag} block {bno:#x}: already free or AG metadata"
+                "free of {len} blocks at AG {ag} block {bno:#x}: already free, AG metadata or inodes"
             )));
         }
         if let Some(m) = &mut a.rmap {
@@ -1209,7 +1228,8 @@ impl Space {
         c.count += inos_per_cluster;
         c.freecount += inos_per_cluster;
         let _ = existing;
-        a.newino = startino;
+        // the kernel points agi_newino at the first inode of the new cluster
+        a.newino = cs << inopblog;
         a.ino_dirty = true;
         a.space_dirty = true;
         if let Some(m) = &mut a.rmap {
@@ -1568,7 +1588,7 @@ impl Space {
             let bt = shape.total_blocks(n);
             let (rt, rl) = rmap_need(&taken);
             let need = 2 * bt + rt + agfl_min(sb, lv, lv, rl);
-            if taken.len() >= need && taken.len() - 2 * bt - rt <= agfl_cap {
+            if taken.len() >= need && taken.len() - 2 * bt - rt < agfl_cap {
                 done = true;
                 break;
             }
@@ -1675,10 +1695,12 @@ impl Space {
             None => None,
         };
         let agfl: Vec<u32> = taken[2 * bt + rt..].to_vec();
-        // AGFL: keep the list where it started when it fits without wrapping.
+        // AGFL: keep the list where it started when it fits without wrapping and without
+        // using the last slot (kernels before 4.16 counted one slot more on 64-bit hosts and
+        // reset an AGFL whose list reaches the last slot, leaking its blocks); else slot 0.
         let ss = usize::from(sb.sectsize);
         let base = sb.agb_to_byte(a.agno, 0);
-        let first = if (a.flfirst as usize) + agfl.len() <= agfl_cap {
+        let first = if (a.flfirst as usize) + agfl.len() < agfl_cap {
             a.flfirst
         } else {
             0
