@@ -928,3 +928,56 @@ fn kernel_mounts_and_writes_over_our_btrees() {
     kernel_uses("sparse");
     kernel_uses("rmapbt");
 }
+
+/// 10,000 inodes and 10,000 one-block extents near them, flushed, then all given back and
+/// flushed: the big rebuilds stay exact (and the times are printed for the benchmarks).
+#[test]
+fn ten_thousand_files_worth() {
+    let variant = "ag8";
+    let Some(img) = image(variant) else { return };
+    let before_agi = headers(&img.path, "agi");
+    let before_fd = sb_field(&img.path, "fdblocks");
+    let dev = RawFile::open_rw(&img.path).unwrap();
+    let sb = read_sb(&dev);
+    let st = stamp(&sb);
+    let t = std::time::Instant::now();
+    let mut sp = Space::load(&Reader::new(&dev, &sb)).unwrap();
+    let t_load = t.elapsed();
+    let t = std::time::Instant::now();
+    let mut inos = Vec::new();
+    let mut exts = Vec::new();
+    let agshift = u32::from(sb.agblklog) + u32::from(sb.inopblog);
+    for i in 0..10_000u64 {
+        let ino = sp.alloc_inode(&dev, &sb, &st, sb.rootino).unwrap();
+        let near =
+            ((ino >> agshift) << sb.agblklog) | ((ino & ((1 << agshift) - 1)) >> sb.inopblog);
+        exts.push(sp.alloc(near, 1, 1, file_owner(i)).unwrap());
+        inos.push(ino);
+    }
+    sp.flush(&dev, &sb, &st).unwrap();
+    let t_alloc = t.elapsed();
+    write_counters(&dev, &sb, &sp);
+    assert_eq!(sp.icount() - sp.ifree(), sb.icount - sb.ifree + 10_000);
+    let t = std::time::Instant::now();
+    for (i, (&ino, &(f, l))) in inos.iter().zip(&exts).enumerate() {
+        sp.free_inode(ino).unwrap();
+        sp.free(f, l, file_owner(i as u64)).unwrap();
+    }
+    sp.flush(&dev, &sb, &st).unwrap();
+    let t_free = t.elapsed();
+    write_counters(&dev, &sb, &sp);
+    drop(dev);
+    eprintln!(
+        "{variant}: load {t_load:?}, 10k inodes + 10k extents + flush {t_alloc:?}, \
+         free all + flush {t_free:?}"
+    );
+    repair_clean(&img.path, variant);
+    assert_eq!(sb_field(&img.path, "fdblocks"), before_fd);
+    let strip = |mut v: Vec<BTreeMap<String, String>>| {
+        for h in &mut v {
+            h.remove("newino");
+        }
+        v
+    };
+    assert_eq!(strip(headers(&img.path, "agi")), strip(before_agi));
+}
