@@ -2,30 +2,38 @@
 //! inode chunks, and the AGF/AGI headers, kept exact so that `xfs_repair -n` stays silent.
 //!
 //! "Edit in memory, rebuild at flush": [`Space::load`] reads every AG once (free extents from
-//! the by-block btree, the AGFL, the inode btree records, the blocks each btree occupies);
-//! [`Space::alloc`]/[`Space::free`]/[`Space::alloc_inode`]/[`Space::free_inode`] edit the
-//! in-memory state only; [`Space::flush`] rebuilds, for every AG that changed, the inode and
-//! free-inode btrees, then the by-block and by-size free-space btrees (bulk-loaded with
-//! [`crate::btree_build`], blocks taken from the AG's own free space — the old btree blocks
-//! and AGFL blocks first, so an AG whose free space ends up as it was is rewritten into the
-//! same blocks), refills the AGFL to at least what the kernel requires
+//! the by-block btree, the AGFL, the inode btree records, the reverse mappings, the blocks
+//! each btree occupies); [`Space::alloc`]/[`Space::free`]/[`Space::alloc_inode`]/
+//! [`Space::free_inode`] edit the in-memory state only (except that a new inode chunk's
+//! inodes are written at once); [`Space::flush`] rebuilds, for every AG that changed, the
+//! inode and free-inode btrees, then the by-block and by-size free-space btrees and the
+//! rmapbt (bulk-loaded with [`crate::btree_build`], blocks taken from the AG's own free
+//! space — the old btree and AGFL blocks first, so an AG whose free space ends up as it was
+//! is rewritten into the same blocks), refills the AGFL to at least what the kernel requires
 //! (`xfs_alloc_min_freelist`), and rewrites the AGF, AGFL and AGI.
 //!
 //! Freed blocks are *busy* until the end of the next flush: they are written as free by that
-//! flush but never handed out (nor used for the rebuilt btrees) before it.
+//! flush but never handed out (nor used for the rebuilt btrees) before it. So replacing a
+//! file's blocks within one session needs room for both copies.
 //!
 //! Accounting, as the kernel and `xfs_repair` count it (checked on every AG at load):
-//! `agf_freeblks` = blocks in the by-block records; `agf_btreeblks` = blocks of the two
-//! free-space btrees minus their two roots; `sb_fdblocks` = Σ over AGs of
-//! `freeblks + flcount + btreeblks`; `sb_icount`/`sb_ifree` = Σ of the AGI
-//! `count`/`freecount`; with inobtcount, `agi_iblocks`/`agi_fblocks` = blocks of the inode
-//! and free-inode btrees.
+//! `agf_freeblks` = blocks in the by-block records; `agf_btreeblks` = blocks of the
+//! free-space btrees and the rmapbt minus their roots; `agf_rmap_blocks` = all rmapbt
+//! blocks; `sb_fdblocks` = Σ over AGs of `freeblks + flcount + btreeblks`;
+//! `sb_icount`/`sb_ifree` = Σ of the AGI `count`/`freecount`; with inobtcount,
+//! `agi_iblocks`/`agi_fblocks` = blocks of the inode and free-inode btrees.
 //!
-//! Refused at load (`XfsError::ReadOnly`): v4 filesystems, the reverse-mapping btree
-//! (rmapbt: its records are not maintained yet), CoW staging records in the refcount btree,
-//! inodes on the AGI unlinked lists, and inode chunks larger than a block's worth of
-//! inodes (more than 64 inodes per block). A damaged AG (counters that disagree with the
-//! btrees, overlapping blocks) is `XfsError::Corrupt`.
+//! Reverse mappings (rmapbt): every allocation and free names its owner ([`Owner`]); OWN_AG
+//! (free-space btrees, rmapbt, AGFL) and OWN_INOBT are regenerated from the blocks the
+//! rebuild chose, OWN_INODES follows inode chunks, other owners (OWN_FS, OWN_LOG,
+//! OWN_REFC…) are kept; records merge as the kernel merges them. A free whose range the
+//! reverse mapping gives to another owner is refused (`XfsError::Invalid`).
+//!
+//! Refused at load (`XfsError::ReadOnly`, naming the feature): v4 filesystems; an rmapbt
+//! with overlapping records (shared extents of reflinked files) or whose mappings do not
+//! match the AG's btree blocks; CoW staging records in the refcount btree; inodes on the AGI
+//! unlinked lists; more than 64 inodes per block. A damaged AG (counters that disagree with
+//! the btrees, blocks used twice) is `XfsError::Corrupt`. Nothing is written by `load`.
 //!
 //! Only v5 blocks are written; each carries its daddr, the owning AG, the metadata UUID and
 //! LSN of the [`Stamp`], and its CRC-32C.
