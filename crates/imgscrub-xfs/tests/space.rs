@@ -170,6 +170,20 @@ fn balanced(variant: &str, n: usize, max_len: u64, seed: u64) {
             Err(XfsError::Invalid(_))
         ));
     }
+    // so are frees of AG metadata (the by-block btree root, from `agf 0`), of the block
+    // holding the root inode, and of AG 0's header block
+    let bnoroot: u64 = before_agf[0]["bnoroot"].parse().unwrap();
+    let root_block = {
+        let agshift = u32::from(sb.agblklog) + u32::from(sb.inopblog);
+        ((sb.rootino >> agshift) << sb.agblklog)
+            | ((sb.rootino & ((1 << agshift) - 1)) >> sb.inopblog)
+    };
+    for fsb in [bnoroot, root_block, 0] {
+        assert!(
+            matches!(sp.free(fsb, 1, file_owner(0)), Err(XfsError::Invalid(_))),
+            "{variant}: free of block {fsb} accepted"
+        );
+    }
     sp.flush(&dev, &sb, &stamp(&sb)).unwrap();
     assert_eq!(sp.fdblocks(), before_fd);
     write_counters(&dev, &sb, &sp);
