@@ -16,6 +16,7 @@ pub mod attr;
 pub mod attrwrite;
 mod be;
 pub mod bmap;
+pub mod bmapwrite;
 pub mod btree;
 pub mod csum;
 pub mod dir;
@@ -27,7 +28,9 @@ pub mod inode;
 pub mod log;
 pub mod meta;
 pub mod reader;
+pub mod space;
 pub mod superblock;
+mod write;
 
 pub use error::{Result, XfsError};
 pub use fs::{DirEntry, OpenOptions, Stat, XfsFs};
