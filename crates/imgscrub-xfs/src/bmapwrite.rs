@@ -123,7 +123,7 @@ pub fn build_btree(
         let ids = &blocks[next_block..next_block + nblocks];
         next_block += nblocks;
         let mut this: Vec<(u64, u64)> = Vec::with_capacity(nblocks);
-        let maxrecs = (bs - hdr) / if level == 0 { 16 } else { 16 };
+        let maxrecs = (bs - hdr) / 16;
         let mut start = 0usize;
         for (i, &fsb) in ids.iter().enumerate() {
             // Spread evenly: block i takes items [start, end).
@@ -196,7 +196,7 @@ mod tests {
             },
             Extent {
                 offset: 12345,
-                block: 0x1234_5678_9a,
+                block: 0x0012_3456_789a,
                 len: 77,
                 unwritten: false,
             },

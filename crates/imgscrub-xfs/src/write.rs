@@ -631,7 +631,7 @@ impl<D: BlockDev> XfsFs<D> {
                 };
                 let src = &data[(pos - offset) as usize..(chunk_end - offset) as usize];
                 let at = disk + (pos - run_start);
-                if pos == bstart && (chunk_end - bstart) % bs == 0 {
+                if pos == bstart && (chunk_end - bstart).is_multiple_of(bs) {
                     self.dev.write_at(src, at)?;
                 } else {
                     let mut buf = vec![0u8; bs as usize];
@@ -690,7 +690,7 @@ impl<D: BlockDev> XfsFs<D> {
                 }
             }
             // Zero the tail of the last kept block, so that growing again reads zeros.
-            if size % bs != 0
+            if !size.is_multiple_of(bs)
                 && let Some(e) = bmap::lookup(&kept, size / bs)
                 && !e.unwritten
             {
