@@ -101,12 +101,12 @@ fn edit(image: &Path, variant: &str) -> Expect {
         }
     }
     // ... and some of it removed again.
-    for i in (0..2000).filter(|i| i % 3 == 1) {
+    for i in (0..2000).filter(|i| i % 3 == 1 && i % 500 != 0) {
         let name = format!("entry-with-a-longish-name-{i:05}");
         fs.unlink(many, name.as_bytes()).unwrap();
         exp.gone.push(format!("/new/many/{name}"));
     }
-    exp.dirs.push(("/new/many".into(), 2000 - 667));
+    exp.dirs.push(("/new/many".into(), 2000 - 666));
     // Renames: within a directory, across directories, a directory moved.
     fs.rename(new, b"small", new, b"small2").unwrap();
     exp.files[0].0 = "/new/small2".into();
