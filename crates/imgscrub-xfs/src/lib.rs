@@ -18,6 +18,7 @@ mod be;
 pub mod bmap;
 pub mod bmapwrite;
 pub mod btree;
+pub mod btree_build;
 pub mod csum;
 pub mod dir;
 pub mod dirwrite;

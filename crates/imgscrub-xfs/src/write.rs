@@ -163,8 +163,8 @@ fn encode_rdev(major: u32, minor: u32) -> u32 {
 
 /// The on-disk key (namespace flags, name) of a Linux xattr name.
 fn attr_key(name: &str) -> Result<(u8, Vec<u8>)> {
-    let a = attrwrite::from_linux(name, &[])
-        .or_else(|_| attrwrite::from_linux(name, &acl_probe()))?;
+    let a =
+        attrwrite::from_linux(name, &[]).or_else(|_| attrwrite::from_linux(name, &acl_probe()))?;
     Ok((a.flags, a.name))
 }
 
@@ -182,8 +182,6 @@ fn acl_probe() -> Vec<u8> {
 /// The data fork as it will be written: its bytes, format, and what it maps.
 struct DataImage {
     format: Format,
-    /// Bytes the fork needs at least (before rounding).
-    need: usize,
     /// The fork bytes; for btree form built once the fork size is known.
     bytes: Vec<u8>,
     /// Extents when the fork maps blocks (extents or btree form).
@@ -229,9 +227,7 @@ impl<D: BlockDev> XfsFs<D> {
         if self.mem(ino).is_none() {
             let core = self.inode(ino)?;
             if core.version != 3 {
-                return Err(XfsError::ReadOnly(format!(
-                    "inode {ino} is not a v3 inode"
-                )));
+                return Err(XfsError::ReadOnly(format!("inode {ino} is not a v3 inode")));
             }
             let m = MemInode {
                 core,
@@ -376,9 +372,10 @@ impl<D: BlockDev> XfsFs<D> {
         let now = attr.time.unwrap_or_else(|| self.now());
         let sb = self.sb.clone();
         let ino = {
-            let w = self.wstate.as_deref_mut().ok_or_else(|| {
-                XfsError::ReadOnly("the filesystem was opened read-only".into())
-            })?;
+            let w = self
+                .wstate
+                .as_deref_mut()
+                .ok_or_else(|| XfsError::ReadOnly("the filesystem was opened read-only".into()))?;
             let stamp = w.stamp;
             w.space.alloc_inode(&self.dev, &sb, &stamp, dir)?
         };
@@ -453,7 +450,12 @@ impl<D: BlockDev> XfsFs<D> {
         ) {
             return Err(XfsError::Invalid(format!("mknod of a {file_type:?}")));
         }
-        let ino = self.new_inode(dir, name, file_type.mode_bits() | (attr.perm & 0o7777), attr)?;
+        let ino = self.new_inode(
+            dir,
+            name,
+            file_type.mode_bits() | (attr.perm & 0o7777),
+            attr,
+        )?;
         if matches!(file_type, FileType::CharDevice | FileType::BlockDevice) {
             self.load(ino)?.data = Data::Dev(encode_rdev(rdev.0, rdev.1));
         }
@@ -1103,7 +1105,9 @@ impl<D: BlockDev> XfsFs<D> {
         }
         if matches!(m.data, Data::Disk) {
             // Attributes changed: the data fork must be in memory (load_attrs does that).
-            return Err(XfsError::Invalid(format!("inode {ino}: data fork not loaded")));
+            return Err(XfsError::Invalid(format!(
+                "inode {ino}: data fork not loaded"
+            )));
         }
         let attrs: Vec<RawAttr> = match m.attrs.take() {
             Some(a) => a,
@@ -1123,62 +1127,49 @@ impl<D: BlockDev> XfsFs<D> {
                 list
             }
         };
-        // Room the attribute fork needs at least.
-        let a_min = if attrs.is_empty() {
-            0
-        } else {
-            round8(attrwrite::short_size(&attrs).unwrap_or(16).max(1))
+        // The attribute fork first: its form and size decide where the data fork ends.
+        // Shortform when it fits beside the smallest data fork this file can have (the
+        // kernel's minimum beside an attribute fork, or what a local/device fork needs);
+        // else blocks, whose extent list is then what the attribute fork holds.
+        let is_dev = matches!(m.data, Data::Dev(_));
+        let data_min = match &m.data {
+            Data::Dev(_) => 8,
+            Data::Local(t) => round8(t.len()),
+            _ => MIN_DATA_FORK,
         };
-        let data_space = if attrs.is_empty() {
-            lit
-        } else if lit > a_min {
-            lit - a_min
-        } else {
-            MIN_DATA_FORK
-        };
-        let data_img = self.encode_data(ino, &mut m, data_space)?;
-        // The data fork's size: what it needs (at least the kernel's minimum beside an
-        // attribute fork).
-        let mut df = if attrs.is_empty() {
-            lit
-        } else {
-            round8(data_img.need).max(MIN_DATA_FORK.min(lit.saturating_sub(a_min)))
-        };
-        if data_img.format == Format::Dev && !attrs.is_empty() {
-            df = 8;
-        }
-        // Attribute fork.
         let mut attr_bytes = Vec::new();
         let mut attr_exts: Vec<Extent> = Vec::new();
         let mut aformat = None;
         let old_attr_map = std::mem::take(&mut m.attr_map);
         let old_attr_bmbt = std::mem::take(&mut m.attr_bmbt);
+        // Bytes of the literal area the attribute fork takes.
+        let mut a_size = 0usize;
         if attrs.is_empty() {
             self.free_blocks(ino, true, &old_attr_map, &old_attr_bmbt)?;
         } else {
-            let space = lit.saturating_sub(df);
+            let space = lit.saturating_sub(data_min);
             let img = attrwrite::encode(&AttrGeom::from_sb(&self.sb), ino, &attrs, space)?;
             match img {
                 AttrImage::Short(b) => {
                     self.free_blocks(ino, true, &old_attr_map, &old_attr_bmbt)?;
+                    a_size = round8(b.len());
                     attr_bytes = b;
                     aformat = Some(Format::Local);
                 }
                 AttrImage::Blocks(blocks) => {
-                    let kinds: HashMap<u64, crate::attrwrite::AttrBlockKind> =
-                        blocks.iter().map(|b| (b.lblk, b.kind)).collect();
-                    let list: Vec<(u64, Vec<u8>)> = blocks
-                        .into_iter()
-                        .map(|b| (b.lblk, b.data))
-                        .collect();
+                    let kinds: HashMap<u64, (crate::attrwrite::AttrBlockKind, bool)> =
+                        blocks.iter().map(|b| (b.lblk, (b.kind, b.v5))).collect();
+                    let list: Vec<(u64, Vec<u8>)> =
+                        blocks.into_iter().map(|b| (b.lblk, b.data)).collect();
                     let stamp_fn = |lblk: u64, data: &mut [u8], daddr: u64| {
-                        let Some(kind) = kinds.get(&lblk).copied() else {
+                        let Some((kind, v5)) = kinds.get(&lblk).copied() else {
                             return;
                         };
                         let mut img = crate::attrwrite::AttrBlockImage {
                             lblk,
                             data: data.to_vec(),
                             kind,
+                            v5,
                         };
                         attrwrite::stamp(&mut img, daddr, ino, &stamp);
                         data.copy_from_slice(&img.data);
@@ -1186,8 +1177,10 @@ impl<D: BlockDev> XfsFs<D> {
                     if !old_attr_bmbt.is_empty() {
                         self.free_blocks(ino, true, &[], &old_attr_bmbt)?;
                     }
-                    attr_exts = self.write_fork_blocks(ino, true, &old_attr_map, list, &stamp_fn)?;
-                    if attr_exts.len() * 16 > space {
+                    attr_exts =
+                        self.write_fork_blocks(ino, true, &old_attr_map, list, &stamp_fn)?;
+                    a_size = attr_exts.len() * 16;
+                    if a_size > space {
                         return Err(XfsError::Invalid(format!(
                             "inode {ino}: the attributes need {} extents, more than fit in \
                              the inode (an attribute block-map btree is not written)",
@@ -1199,6 +1192,16 @@ impl<D: BlockDev> XfsFs<D> {
                 }
             }
         }
+        // The data fork gets the rest of the literal area (a device number exactly its
+        // 8 bytes, as xfs_repair requires when there is an attribute fork).
+        let df = if attrs.is_empty() {
+            lit
+        } else if is_dev {
+            8
+        } else {
+            lit - a_size
+        };
+        let data_img = self.encode_data(ino, &mut m, df)?;
         // Data fork bytes (btree form is built now that the fork size is known).
         let data_bytes;
         let mut data_blocks = 0u64;
@@ -1212,10 +1215,10 @@ impl<D: BlockDev> XfsFs<D> {
                 let near = exts.first().map_or_else(|| self.ino_fsb(ino), |e| e.block);
                 let mut blocks = Vec::with_capacity(need as usize);
                 for _ in 0..need {
-                    let (b, _) = self
-                        .wm()?
-                        .space
-                        .alloc(near, 1, 1, Owner::Bmbt { ino, attr: false })?;
+                    let (b, _) =
+                        self.wm()?
+                            .space
+                            .alloc(near, 1, 1, Owner::Bmbt { ino, attr: false })?;
                     blocks.push(b);
                 }
                 let img = bmapwrite::build_btree(&self.sb, &stamp, ino, &exts, df, &blocks)?;
@@ -1271,17 +1274,17 @@ impl<D: BlockDev> XfsFs<D> {
             self.free_blocks(ino, false, &[], &old_bmbt)?;
         }
         match data {
-            Data::Disk => Err(XfsError::Invalid(format!("inode {ino}: data fork not loaded"))),
+            Data::Disk => Err(XfsError::Invalid(format!(
+                "inode {ino}: data fork not loaded"
+            ))),
             Data::Local(t) => Ok(DataImage {
                 format: Format::Local,
-                need: t.len(),
                 bytes: t,
                 exts: None,
                 size: None,
             }),
             Data::Dev(d) => Ok(DataImage {
                 format: Format::Dev,
-                need: 4,
                 bytes: d.to_be_bytes().to_vec(),
                 exts: None,
                 size: None,
@@ -1307,7 +1310,6 @@ impl<D: BlockDev> XfsFs<D> {
                         self.free_blocks(ino, false, &d.map, &[])?;
                         Ok(DataImage {
                             format: Format::Local,
-                            need: b.len(),
                             size: Some(b.len() as u64),
                             bytes: b,
                             exts: None,
@@ -1342,7 +1344,6 @@ fn extent_image(e: Vec<Extent>, space: usize, size: Option<u64>) -> DataImage {
     if e.len() * 16 <= space {
         DataImage {
             format: Format::Extents,
-            need: e.len() * 16,
             bytes: encode_extents(&e),
             exts: Some(e),
             size,
@@ -1350,7 +1351,6 @@ fn extent_image(e: Vec<Extent>, space: usize, size: Option<u64>) -> DataImage {
     } else {
         DataImage {
             format: Format::Btree,
-            need: space,
             bytes: Vec::new(),
             exts: Some(e),
             size,

@@ -139,7 +139,8 @@ fn edit(image: &Path, variant: &str) -> Expect {
         remove_tree(&mut fs, root, &e.name, e.file_type);
         exp.gone.push(format!("/{name}"));
     }
-    fs.flush().unwrap_or_else(|e| panic!("{variant}: flush: {e}"));
+    fs.flush()
+        .unwrap_or_else(|e| panic!("{variant}: flush: {e}"));
     exp
 }
 
@@ -164,7 +165,14 @@ fn check(image: &Path, variant: &str, exp: &Expect) {
         assert_eq!(st.mode, *mode, "{variant}: mode of {path}");
         assert_eq!(st.size, data.len() as u64, "{variant}: size of {path}");
         let got = tk::xfs_cat(image, path).unwrap();
-        assert!(got == *data, "{variant}: content of {path} differs");
+        if got != *data {
+            let first = got.iter().zip(data.iter()).position(|(a, b)| a != b);
+            panic!(
+                "{variant}: content of {path} differs: {} vs {} bytes, first difference at {first:?}",
+                got.len(),
+                data.len(),
+            );
+        }
     }
     for (path, target) in &exp.links {
         assert_eq!(
@@ -178,7 +186,10 @@ fn check(image: &Path, variant: &str, exp: &Expect) {
         assert_eq!(ls.len(), n + 2, "{variant}: entries of {path}");
     }
     for path in &exp.gone {
-        assert!(tk::xfs_stat(image, path).is_none(), "{variant}: {path} still there");
+        assert!(
+            tk::xfs_stat(image, path).is_none(),
+            "{variant}: {path} still there"
+        );
     }
     // Our reader agrees.
     let fs = XfsFs::open(RawFile::open(image).unwrap(), OpenOptions::default()).unwrap();
@@ -197,7 +208,10 @@ fn check(image: &Path, variant: &str, exp: &Expect) {
     }
     let big = walk(&fs, "/new/holes").unwrap();
     let x = fs.list_xattrs(big).unwrap();
-    assert!(x.iter().any(|(n, v)| n == "user.big" && v.len() == 5000), "{variant}: xattrs {x:?}");
+    assert!(
+        x.iter().any(|(n, v)| n == "user.big" && v.len() == 5000),
+        "{variant}: xattrs {x:?}"
+    );
 }
 
 fn run(variant: &str) {
