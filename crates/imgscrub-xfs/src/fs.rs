@@ -261,7 +261,11 @@ impl<D: BlockDev> XfsFs<D> {
     pub fn raw_entries(&self, ino: u64) -> Result<Vec<RawEntry>> {
         if let Some(crate::write::Data::Dir(d)) = self.mem(ino).map(|m| &m.data) {
             let mut out = Vec::with_capacity(d.entries.len() + 2);
-            out.push(RawEntry { name: b".".to_vec(), ino, file_type: Some(FileType::Directory) });
+            out.push(RawEntry {
+                name: b".".to_vec(),
+                ino,
+                file_type: Some(FileType::Directory),
+            });
             out.push(RawEntry {
                 name: b"..".to_vec(),
                 ino: d.parent,

@@ -316,7 +316,11 @@ fn put64(b: &mut [u8], o: usize, v: u64) {
 fn put_time(b: &mut [u8], o: usize, t: Timestamp, bigtime: bool) {
     if bigtime {
         let secs = t.secs.saturating_add(1i64 << 31).max(0) as u64;
-        put64(b, o, secs * 1_000_000_000 + u64::from(t.nsecs.min(999_999_999)));
+        put64(
+            b,
+            o,
+            secs * 1_000_000_000 + u64::from(t.nsecs.min(999_999_999)),
+        );
     } else {
         let secs = t.secs.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
         put32(b, o, secs as u32);
