@@ -188,6 +188,9 @@ pub struct XfsDetails {
     pub log: String,
     /// Free bytes (free-space btrees and AG free lists).
     pub free_bytes: u64,
+    /// Why imgscrub would refuse to edit it (v4, a realtime volume, quota accounting…);
+    /// `None`: it can be edited.
+    pub read_only_reason: Option<String>,
 }
 
 /// Open the XFS on `dev` read-only and describe it; the error says why it cannot be read
@@ -212,5 +215,9 @@ pub fn describe(dev: &dyn BlockDev) -> Result<XfsDetails> {
         ag_blocks: sb.agblocks,
         log: fs.log_state().to_string(),
         free_bytes,
+        read_only_reason: fs.writable_check().err().map(|e| match e {
+            XfsError::ReadOnly(r) => r,
+            other => other.to_string(),
+        }),
     })
 }

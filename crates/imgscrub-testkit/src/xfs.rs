@@ -954,14 +954,9 @@ pub fn xfs_db_unescape(s: &[u8]) -> Vec<u8> {
             i = j;
             continue;
         }
+        // xfs_db writes the control bytes 7..=13 as \a..\g (so \c is a tab, \d a newline).
         out.push(match c {
-            b'n' => b'\n',
-            b't' => b'\t',
-            b'r' => b'\r',
-            b'a' => 7,
-            b'b' => 8,
-            b'f' => 12,
-            b'v' => 11,
+            b'a'..=b'g' => c - b'a' + 7,
             other => other,
         });
         i += 2;

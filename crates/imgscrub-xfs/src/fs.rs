@@ -159,6 +159,13 @@ impl<D: BlockDev> XfsFs<D> {
         Ok(fs)
     }
 
+    /// Could this filesystem be opened for writing? `Err` says why not (v4, a realtime
+    /// volume, quota accounting, a structure the allocator cannot keep exact…).
+    pub fn writable_check(&self) -> Result<()> {
+        self.check_writable()?;
+        crate::space::Space::load(&self.reader()).map(|_| ())
+    }
+
     /// Refuse to write what the write side cannot keep exact, naming why.
     fn check_writable(&self) -> Result<()> {
         let sb = &self.sb;
