@@ -272,3 +272,13 @@ fn v4_is_refused_for_writing() {
     assert!(matches!(r, Err(XfsError::ReadOnly(_))));
     assert!(std::fs::read(&fx.image).unwrap() == before);
 }
+
+#[test]
+fn edits_rest_of_the_matrix() {
+    // Every other v5 variant of fixtures/mkxfs.sh.
+    for v in [
+        "rmapbt", "b2k", "n64k", "i1k", "i2k", "s4k", "ag8", "stripe", "ci", "nrext64",
+    ] {
+        run(v);
+    }
+}
