@@ -705,6 +705,11 @@ impl<D: BlockDev> XfsFs<D> {
     /// by-block free-space btrees and the AG free lists ([`Self::ag_free_blocks`]), adjacent
     /// runs merged.
     pub fn free_ranges(&self) -> Result<Vec<FreeRange>> {
+        if self.wstate.as_deref().is_some_and(|w| !w.inodes.is_empty()) {
+            return Err(XfsError::Invalid(
+                "the free-space map is read from disk: flush the changes first".into(),
+            ));
+        }
         let mut out = Vec::new();
         let bs = u64::from(self.sb.blocksize);
         for ag in 0..self.sb.agcount {
