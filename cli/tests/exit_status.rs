@@ -102,15 +102,19 @@ fn a_btrfs_only_disk_exits_3() {
     assert_eq!(std::fs::read(&img).unwrap(), before);
 }
 
-/// XFS opens for reading only (for now): every edit is refused as unsupported, whether or
-/// not the path exists, and reading still works.
+/// v4 XFS (no metadata checksums) opens for reading only: every edit is refused as
+/// unsupported, whether or not the path exists, and reading still works.
 #[test]
-fn edits_of_an_xfs_image_exit_3() {
+fn edits_of_a_v4_xfs_image_exit_3() {
     require_tools!("mkfs.xfs");
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("xfs.img");
     sparse_file(&img, 300 << 20);
-    run_ok(tool("mkfs.xfs").args(["-q", "-f"]).arg(&img));
+    run_ok(
+        tool("mkfs.xfs")
+            .args(["-q", "-f", "-m", "crc=0", "-n", "ftype=1"])
+            .arg(&img),
+    );
     let before = std::fs::read(&img).unwrap();
     let p = img.to_str().unwrap();
     for args in [
@@ -120,7 +124,7 @@ fn edits_of_an_xfs_image_exit_3() {
         &["prepare", p],
     ] {
         let err = fails_with(3, args);
-        assert!(err.contains("XFS"), "{args:?}: {err}");
+        assert!(err.contains("v4 XFS"), "{args:?}: {err}");
     }
     assert!(
         std::fs::read(&img).unwrap() == before,

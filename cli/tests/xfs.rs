@@ -1,7 +1,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! XFS guests through the CLI: a CentOS-7-shaped GPT disk (XFS `/boot` found by UUID= in the
-//! guest's fstab, XFS root by LABEL=) is inspected and read through the guest tree; writing
-//! commands refuse it cleanly and leave it byte-identical; `sparsify` zeroes exactly the free
+//! guest's fstab, XFS root by LABEL=) is inspected and read through the guest tree, prepared
+//! in place and in one pass to a new image (`xfs_repair -n` clean on both filesystems, the
+//! profile's changes read back by `xfs_db`, a second run changes nothing, `--dry-run`
+//! nothing at all); `sparsify` zeroes exactly the free
 //! space `xfs_db` lists (every other byte unchanged, `xfs_repair -n` clean); and the one-pass
 //! `convert --sparsify` of the dirty disk equals the sparsified disk and is as small as
 //! `qemu-img convert -c` of it. Damaged XFS metadata gives a one-line error and no write.
@@ -113,9 +115,49 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// Run `imgscrub ARGS` with a fixed clock (SOURCE_DATE_EPOCH), which must succeed.
+fn ok_sde(args: &[&str]) -> String {
+    let o = std::process::Command::new(common::BIN)
+        .args(args)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "imgscrub {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// Write partition `i` of `disk` to its own file (for xfs_repair and xfs_db).
+fn extract(disk: &Path, i: usize, out: &Path) -> PathBuf {
+    let d = std::fs::read(disk).unwrap();
+    std::fs::write(out, part(&d, i)).unwrap();
+    out.to_path_buf()
+}
+
+fn repair_both(disk: &Path, dir: &Path, what: &str) -> (PathBuf, PathBuf) {
+    let boot = extract(disk, 0, &dir.join(format!("{what}-boot.img")));
+    let root = extract(disk, 1, &dir.join(format!("{what}-root.img")));
+    for img in [&boot, &root] {
+        if let Err(out) = tk::xfs_repair_check(img) {
+            panic!("{what}: xfs_repair -n {}: {out}", img.display());
+        }
+    }
+    (boot, root)
+}
+
 #[test]
-fn centos7_xfs_guest_reads_and_refuses_edits() {
-    require_tools!("sgdisk", "xfs_admin", "mkfs.xfs", "xfs_db", "qemu-img");
+fn centos7_xfs_guest_reads_and_prepares() {
+    require_tools!(
+        "sgdisk",
+        "xfs_admin",
+        "mkfs.xfs",
+        "xfs_db",
+        "xfs_repair",
+        "qemu-img"
+    );
     let t = tempfile::tempdir().unwrap();
     let Some((disk, _, _)) = centos7_disk(t.path(), false) else {
         return;
@@ -130,7 +172,8 @@ fn centos7_xfs_guest_reads_and_refuses_edits() {
         let x = &p["filesystem"]["xfs"];
         assert_eq!(x["version"], 5, "{p}");
         assert_eq!(x["log"], "clean", "{p}");
-        assert_eq!(x["writable"], false, "{p}");
+        assert_eq!(x["writable"], true, "{p}");
+        assert!(x["read_only_reason"].is_null(), "{p}");
     }
     let boot_features = v["partitions"][0]["filesystem"]["xfs"]["features"].to_string();
     assert!(boot_features.contains("meta_uuid"), "{boot_features}");
@@ -143,29 +186,74 @@ fn centos7_xfs_guest_reads_and_refuses_edits() {
     assert_eq!(ok(&["cat", d, "/boot/grub2/grub.cfg"]), "set default=0\n");
     assert!(ok(&["ls", d, "/etc/ssh"]).contains("ssh_host_rsa_key"));
     assert!(ok(&["stat", d, "/etc/machine-id"]).contains("Size: 33"));
-    // Writing commands refuse it, naming why, and write nothing.
-    let before = std::fs::read(&disk).unwrap();
+    let pristine = std::fs::read(&disk).unwrap();
+
+    // --dry-run writes nothing.
+    ok_sde(&["prepare", d, "--profile", "lx-centos", "--dry-run"]);
+    assert!(std::fs::read(&disk).unwrap() == pristine, "--dry-run wrote");
+
+    // One pass to a new image: the input is untouched, the output is the prepared guest.
     let out = t.path().join("out.qcow2");
-    for args in [
-        vec!["prepare", d, "--profile", "lx-centos"],
-        vec!["prepare", d, "--profile", "linux", "--output", s(&out)],
-        vec!["rm", d, "/etc/machine-id"],
-        vec!["mkdir", d, "/boot/new"],
-    ] {
-        let o = imgscrub(&args);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success(), "{args:?} succeeded");
-        assert!(
-            err.contains("XFS") && err.contains("not implemented"),
-            "{args:?}: {err}"
-        );
-        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
-        assert!(
-            std::fs::read(&disk).unwrap() == before,
-            "{args:?} wrote to the disk"
-        );
-        assert!(!out.exists(), "{args:?} left an output");
-    }
+    ok_sde(&[
+        "prepare",
+        d,
+        "--profile",
+        "lx-centos",
+        "--output",
+        s(&out),
+        "--compress",
+        "zstd",
+    ]);
+    assert!(
+        std::fs::read(&disk).unwrap() == pristine,
+        "--output wrote to the input"
+    );
+    run_ok(tool("qemu-img").args(["check"]).arg(&out));
+    let out_raw = t.path().join("out.raw");
+    run_ok(
+        tool("qemu-img")
+            .args(["convert", "-O", "raw"])
+            .arg(&out)
+            .arg(&out_raw),
+    );
+
+    // In place.
+    ok_sde(&["prepare", d, "--profile", "lx-centos"]);
+    let (_, root) = repair_both(&disk, t.path(), "in-place");
+    // The one-pass output skips free space: it equals the in-place result once that is
+    // sparsified.
+    ok(&["sparsify", d]);
+    let prepared = std::fs::read(&disk).unwrap();
+    assert!(
+        std::fs::read(&out_raw).unwrap() == prepared,
+        "prepare --output differs from prepare in place + sparsify"
+    );
+    // What the profile did, read by xfs_db.
+    assert!(tk::xfs_stat(&root, "/etc/ssh/ssh_host_rsa_key").is_none());
+    assert!(
+        tk::xfs_stat(&root, "/var/log/messages").is_none() || {
+            tk::xfs_stat(&root, "/var/log/messages").unwrap().size == 0
+        }
+    );
+    assert_eq!(tk::xfs_stat(&root, "/etc/machine-id").unwrap().size, 0);
+    assert!(tk::xfs_stat(&root, "/etc/imgscrub-prepared").is_some());
+    assert_eq!(
+        tk::xfs_cat(&root, "/etc/selinux/config").unwrap(),
+        b"SELINUX=disabled\n"
+    );
+    // A second run changes nothing.
+    ok_sde(&["prepare", d, "--profile", "lx-centos"]);
+    assert!(
+        std::fs::read(&disk).unwrap() == prepared,
+        "a second run changed the image"
+    );
+
+    // File verbs (the profile commented /boot out of fstab: these land on the root).
+    ok(&["mkdir", d, "/newdir"]);
+    ok(&["rm", d, "/etc/redhat-release"]);
+    let (_, root) = repair_both(&disk, t.path(), "verbs");
+    assert!(tk::xfs_stat(&root, "/newdir").is_some());
+    assert!(tk::xfs_stat(&root, "/etc/redhat-release").is_none());
 }
 
 /// Free byte ranges of an XFS image as xfs_db lists them.

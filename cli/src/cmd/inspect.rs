@@ -168,10 +168,10 @@ pub fn render(r: &Inspection) -> String {
                 x.log,
                 human_size(x.free_bytes),
                 x.features.join(", "),
-                if x.writable {
-                    ""
-                } else {
-                    "\n  read-only: imgscrub reads XFS and zeroes its free space; edits are not implemented yet"
+                match (&x.read_only_reason, x.writable) {
+                    (_, true) => String::new(),
+                    (Some(r), false) => format!("\n  read-only: {r}"),
+                    (None, false) => "\n  read-only".to_string(),
                 },
             );
         }

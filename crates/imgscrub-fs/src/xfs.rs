@@ -1,6 +1,6 @@
 //! XFS behind the [`Filesystem`] trait: a thin adapter over [`imgscrub_xfs::XfsFs`]. Reads
-//! work on v4 and v5; every edit is refused with a clear "read-only" error until the engine
-//! learns to write.
+//! work on v4 and v5; edits on v5 filesystems opened writable (v4, and features the engine
+//! cannot keep exact, are refused at open with the reason).
 
 use crate::filesystem::{
     Entry, Filesystem, FreeRange, FsError, FsKind, Meta, NewAttr, NodeId, Result, SetAttr,
@@ -21,18 +21,16 @@ fn map_err(e: XfsError) -> FsError {
         XfsError::NotFound(s) => FsError::NotFound(s),
         XfsError::NotADirectory(s) => FsError::NotADirectory(s),
         XfsError::IsADirectory(s) => FsError::IsADirectory(s),
+        XfsError::Exists(s) => FsError::Exists(s),
+        XfsError::NotEmpty(s) => FsError::NotEmpty(s),
         other => FsError::Xfs(other),
     }
 }
 
-fn read_only() -> FsError {
-    FsError::Xfs(XfsError::ReadOnly(
-        "writing XFS is not implemented yet (reading, listing and free-space zeroing work)".into(),
-    ))
-}
 
 impl<D: BlockDev> Xfs<D> {
-    /// Open the filesystem on `dev`. `writable` is refused (with the reason) for now.
+    /// Open the filesystem on `dev`; `writable` refuses (with the reason) what cannot be
+    /// written.
     pub fn open(dev: D, writable: bool) -> Result<Self> {
         Ok(Xfs {
             inner: XfsFs::open(dev, OpenOptions { writable }).map_err(map_err)?,
@@ -101,46 +99,46 @@ impl<D: BlockDev> Filesystem for Xfs<D> {
         self.inner.readlink(node).map_err(map_err)
     }
 
-    fn create(&mut self, _dir: NodeId, _name: &[u8], _attr: &NewAttr) -> Result<NodeId> {
-        Err(read_only())
+    fn create(&mut self, dir: NodeId, name: &[u8], attr: &NewAttr) -> Result<NodeId> {
+        self.inner.create(dir, name, attr).map_err(map_err)
     }
 
-    fn mkdir(&mut self, _dir: NodeId, _name: &[u8], _attr: &NewAttr) -> Result<NodeId> {
-        Err(read_only())
+    fn mkdir(&mut self, dir: NodeId, name: &[u8], attr: &NewAttr) -> Result<NodeId> {
+        self.inner.mkdir(dir, name, attr).map_err(map_err)
     }
 
     fn symlink(
         &mut self,
-        _dir: NodeId,
-        _name: &[u8],
-        _target: &[u8],
-        _attr: &NewAttr,
+        dir: NodeId,
+        name: &[u8],
+        target: &[u8],
+        attr: &NewAttr,
     ) -> Result<NodeId> {
-        Err(read_only())
+        self.inner.symlink(dir, name, target, attr).map_err(map_err)
     }
 
-    fn write(&mut self, _node: NodeId, _offset: u64, _data: &[u8]) -> Result<()> {
-        Err(read_only())
+    fn write(&mut self, node: NodeId, offset: u64, data: &[u8]) -> Result<()> {
+        self.inner.write(node, offset, data).map_err(map_err)
     }
 
-    fn truncate(&mut self, _node: NodeId, _size: u64) -> Result<()> {
-        Err(read_only())
+    fn truncate(&mut self, node: NodeId, size: u64) -> Result<()> {
+        self.inner.truncate(node, size).map_err(map_err)
     }
 
-    fn unlink(&mut self, _dir: NodeId, _name: &[u8]) -> Result<()> {
-        Err(read_only())
+    fn unlink(&mut self, dir: NodeId, name: &[u8]) -> Result<()> {
+        self.inner.unlink(dir, name).map_err(map_err)
     }
 
-    fn rmdir(&mut self, _dir: NodeId, _name: &[u8]) -> Result<()> {
-        Err(read_only())
+    fn rmdir(&mut self, dir: NodeId, name: &[u8]) -> Result<()> {
+        self.inner.rmdir(dir, name).map_err(map_err)
     }
 
-    fn rename(&mut self, _fd: NodeId, _f: &[u8], _td: NodeId, _t: &[u8]) -> Result<()> {
-        Err(read_only())
+    fn rename(&mut self, fd: NodeId, f: &[u8], td: NodeId, t: &[u8]) -> Result<()> {
+        self.inner.rename(fd, f, td, t).map_err(map_err)
     }
 
-    fn set_attr(&mut self, _node: NodeId, _attr: &SetAttr) -> Result<()> {
-        Err(read_only())
+    fn set_attr(&mut self, node: NodeId, attr: &SetAttr) -> Result<()> {
+        self.inner.set_attr(node, attr).map_err(map_err)
     }
 
     fn get_xattr(&self, node: NodeId, name: &str) -> Result<Option<Vec<u8>>> {
@@ -151,24 +149,24 @@ impl<D: BlockDev> Filesystem for Xfs<D> {
         self.inner.list_xattrs(node).map_err(map_err)
     }
 
-    fn set_xattr(&mut self, _node: NodeId, _name: &str, _value: &[u8]) -> Result<()> {
-        Err(read_only())
+    fn set_xattr(&mut self, node: NodeId, name: &str, value: &[u8]) -> Result<()> {
+        self.inner.set_xattr(node, name, value).map_err(map_err)
     }
 
-    fn remove_xattr(&mut self, _node: NodeId, _name: &str) -> Result<()> {
-        Err(read_only())
+    fn remove_xattr(&mut self, node: NodeId, name: &str) -> Result<()> {
+        self.inner.remove_xattr(node, name).map_err(map_err)
     }
 
     fn free_ranges(&self) -> Result<Vec<FreeRange>> {
         self.inner.free_ranges().map_err(map_err)
     }
 
-    /// Nothing is ever staged: the filesystem is only read.
     fn flush(&mut self) -> Result<()> {
-        Ok(())
+        self.inner.flush().map_err(map_err)
     }
 
-    fn set_clock(&mut self, _t: Option<Timestamp>) -> Result<()> {
+    fn set_clock(&mut self, t: Option<Timestamp>) -> Result<()> {
+        self.inner.set_clock(t);
         Ok(())
     }
 }
@@ -190,6 +188,9 @@ pub struct XfsDetails {
     pub log: String,
     /// Free bytes (free-space btrees and AG free lists).
     pub free_bytes: u64,
+    /// Why imgscrub would refuse to edit it (v4, a realtime volume, quota accounting…);
+    /// `None`: it can be edited.
+    pub read_only_reason: Option<String>,
 }
 
 /// Open the XFS on `dev` read-only and describe it; the error says why it cannot be read
@@ -214,5 +215,9 @@ pub fn describe(dev: &dyn BlockDev) -> Result<XfsDetails> {
         ag_blocks: sb.agblocks,
         log: fs.log_state().to_string(),
         free_bytes,
+        read_only_reason: fs.writable_check().err().map(|e| match e {
+            XfsError::ReadOnly(r) => r,
+            other => other.to_string(),
+        }),
     })
 }

@@ -840,7 +840,8 @@ pub struct XfsExtent {
 
 /// The data (`attr == false`) or attribute fork extents of `path`, from `xfs_db bmap`.
 pub fn xfs_bmap(image: &Path, path: &str, attr: bool) -> Vec<XfsExtent> {
-    let cmd = if attr { "bmap -a" } else { "bmap" };
+    // Plain `bmap` lists both forks; `-d` only the data fork.
+    let cmd = if attr { "bmap -a" } else { "bmap -d" };
     inode_info(image, path, &[cmd])
         .map_or_else(Vec::new, |(_, out)| parse_bmap(&xfs_sb(image), &out))
 }
@@ -877,7 +878,7 @@ fn read_at(image: &Path, byte: u64, buf: &mut [u8]) {
 /// reports (holes and unwritten extents read as zeros), cut at the inode size. `None` when
 /// the path does not exist or is not a regular file.
 pub fn xfs_cat(image: &Path, path: &str) -> Option<Vec<u8>> {
-    let (st, out) = inode_info(image, path, &["bmap"])?;
+    let (st, out) = inode_info(image, path, &["bmap -d"])?;
     if st.mode & 0o170_000 != 0o100_000 {
         return None;
     }
@@ -909,7 +910,7 @@ pub fn xfs_readlink(image: &Path, path: &str) -> Option<Vec<u8>> {
     } else {
         "print u.symlink"
     };
-    let (st, out) = inode_info(image, path, &["bmap"])?;
+    let (st, out) = inode_info(image, path, &["bmap -d"])?;
     if st.mode & 0o170_000 != 0o120_000 {
         return None;
     }
@@ -953,14 +954,9 @@ pub fn xfs_db_unescape(s: &[u8]) -> Vec<u8> {
             i = j;
             continue;
         }
+        // xfs_db writes the control bytes 7..=13 as \a..\g (so \c is a tab, \d a newline).
         out.push(match c {
-            b'n' => b'\n',
-            b't' => b'\t',
-            b'r' => b'\r',
-            b'a' => 7,
-            b'b' => 8,
-            b'f' => 12,
-            b'v' => 11,
+            b'a'..=b'g' => c - b'a' + 7,
             other => other,
         });
         i += 2;

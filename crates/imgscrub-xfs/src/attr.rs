@@ -44,16 +44,21 @@ pub struct RawAttr {
 
 /// Every user-visible attribute of `ino` as (full Linux name, value).
 pub fn list(r: &Reader<'_>, ino: &Inode) -> Result<Vec<(String, Vec<u8>)>> {
+    Ok(list_raw(&raw(r, ino)?))
+}
+
+/// The user-visible attributes of a stored list as (full Linux name, value).
+pub fn list_raw(attrs: &[RawAttr]) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
-    for a in raw(r, ino)? {
+    for a in attrs {
         if a.flags & (flag::PARENT | flag::INCOMPLETE) != 0 {
             continue;
         }
-        if let Some(named) = to_linux(&a) {
+        if let Some(named) = to_linux(a) {
             out.push(named);
         }
     }
-    Ok(out)
+    out
 }
 
 /// The Linux name and value of an on-disk attribute (`None` if it has no Linux name).

@@ -53,6 +53,17 @@ const NULL_FSBLOCK: u64 = u64::MAX;
 /// The extents of `fork`, sorted by file offset and checked: non-empty, non-overlapping,
 /// inside the filesystem, as many as the inode says.
 pub fn extents(r: &Reader<'_>, ino: &Inode, fork: Fork) -> Result<Vec<Extent>> {
+    extents_and_btree_blocks(r, ino, fork).map(|(e, _)| e)
+}
+
+/// [`extents`], and the filesystem blocks of the fork's block-map btree (empty unless the
+/// fork is in btree form): the blocks a rewrite of the fork frees.
+pub fn extents_and_btree_blocks(
+    r: &Reader<'_>,
+    ino: &Inode,
+    fork: Fork,
+) -> Result<(Vec<Extent>, Vec<u64>)> {
+    let mut btree_blocks = Vec::new();
     let (fmt, data, count) = match fork {
         Fork::Data => (Some(ino.format), ino.data_fork(), ino.nextents),
         Fork::Attr => (ino.aformat, ino.attr_fork(), u64::from(ino.anextents)),
@@ -98,6 +109,7 @@ pub fn extents(r: &Reader<'_>, ino: &Inode, fork: Fork) -> Result<Vec<Extent>> {
                     return Err(corrupt(name(), "the btree loops"));
                 }
                 let b = read_bmbt_block(r, ino.ino, fsb, lvl, &name)?;
+                btree_blocks.push(fsb);
                 let hdr = if r.sb.is_v5() { 72 } else { 24 };
                 let n = usize::from(u16_at(&b, 6));
                 if lvl == 0 {
@@ -119,7 +131,7 @@ pub fn extents(r: &Reader<'_>, ino: &Inode, fork: Fork) -> Result<Vec<Extent>> {
                 }
             }
         }
-        Some(Format::Local) | Some(Format::Dev) | None => return Ok(Vec::new()),
+        Some(Format::Local) | Some(Format::Dev) | None => return Ok((Vec::new(), Vec::new())),
     }
     if out.len() as u64 != count {
         return Err(corrupt(
@@ -140,7 +152,7 @@ pub fn extents(r: &Reader<'_>, ino: &Inode, fork: Fork) -> Result<Vec<Extent>> {
         }
         prev_end = e.end();
     }
-    Ok(out)
+    Ok((out, btree_blocks))
 }
 
 fn read_bmbt_block(

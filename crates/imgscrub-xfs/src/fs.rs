@@ -65,15 +65,17 @@ pub struct AgSummary {
 
 /// An open XFS filesystem (read-only for now).
 pub struct XfsFs<D: BlockDev> {
-    dev: D,
-    sb: Superblock,
+    pub(crate) dev: D,
+    pub(crate) sb: Superblock,
     log: LogState,
     /// The last file's extent map: reads of one file in many calls parse it once.
-    cache: Mutex<Option<(u64, Arc<Vec<Extent>>)>>,
+    pub(crate) cache: Mutex<Option<(u64, Arc<Vec<Extent>>)>>,
     /// Name indexes of the directories looked up last (the filesystem is never written
     /// while open, so they cannot go stale): a path walk or a scan of one big directory
     /// parses each directory once, not once per name.
-    dirs: Mutex<Vec<(u64, Arc<DirIndex>)>>,
+    pub(crate) dirs: Mutex<Vec<(u64, Arc<DirIndex>)>>,
+    /// Everything changed since the last flush (writable opens only).
+    pub(crate) wstate: Option<Box<crate::write::WriteState>>,
 }
 
 /// A directory's entries by name.
@@ -114,13 +116,14 @@ impl<D: BlockDev> XfsFs<D> {
                 ),
             ));
         }
-        let log = log::check(&Reader::new(&dev, &sb))?;
-        let fs = XfsFs {
+        let (log, lsn) = log::check_lsn(&Reader::new(&dev, &sb))?;
+        let mut fs = XfsFs {
             dev,
             sb,
             log,
             cache: Mutex::new(None),
             dirs: Mutex::new(Vec::new()),
+            wstate: None,
         };
         {
             let r = fs.reader();
@@ -141,18 +144,60 @@ impl<D: BlockDev> XfsFs<D> {
             }
         }
         if opts.writable {
-            return Err(XfsError::ReadOnly(if fs.sb.is_v5() {
-                "writing XFS is not implemented yet (reads, listing and free-space zeroing \
-                 work)"
-                    .into()
-            } else {
-                "v4 XFS (no metadata checksums) is read-only in imgscrub".into()
+            fs.check_writable()?;
+            let space = crate::space::Space::load(&fs.reader())?;
+            fs.wstate = Some(Box::new(crate::write::WriteState {
+                space,
+                stamp: crate::meta::Stamp {
+                    uuid: fs.sb.meta_uuid(),
+                    lsn,
+                },
+                clock: None,
+                inodes: std::collections::BTreeMap::new(),
             }));
         }
         Ok(fs)
     }
 
-    fn reader(&self) -> Reader<'_> {
+    /// Could this filesystem be opened for writing? `Err` says why not (v4, a realtime
+    /// volume, quota accounting, a structure the allocator cannot keep exact…).
+    pub fn writable_check(&self) -> Result<()> {
+        self.check_writable()?;
+        crate::space::Space::load(&self.reader()).map(|_| ())
+    }
+
+    /// Refuse to write what the write side cannot keep exact, naming why.
+    fn check_writable(&self) -> Result<()> {
+        let sb = &self.sb;
+        if !sb.is_v5() {
+            return Err(XfsError::ReadOnly(
+                "v4 XFS (no metadata checksums) is read-only in imgscrub".into(),
+            ));
+        }
+        if sb.rblocks != 0 {
+            return Err(XfsError::ReadOnly(
+                "the filesystem has a realtime volume".into(),
+            ));
+        }
+        // Quota accounting on: usage counters in the quota inodes would need updating.
+        const QUOTA_ACCT: u16 = 0x0001 | 0x0008 | 0x0040;
+        if sb.qflags & QUOTA_ACCT != 0 {
+            return Err(XfsError::ReadOnly(format!(
+                "quota accounting is on (qflags {:#x}): the quota usage counters would need \
+                 updating",
+                sb.qflags
+            )));
+        }
+        if sb.features_log_incompat != 0 {
+            return Err(XfsError::ReadOnly(format!(
+                "log-incompatible features {:#x} are set",
+                sb.features_log_incompat
+            )));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn reader(&self) -> Reader<'_> {
         Reader::new(&self.dev, &self.sb)
     }
 
@@ -178,6 +223,12 @@ impl<D: BlockDev> XfsFs<D> {
 
     /// Read and check inode `ino`.
     pub fn inode(&self, ino: u64) -> Result<Inode> {
+        if let Some(m) = self.mem(ino) {
+            if m.freed {
+                return Err(XfsError::NotFound(format!("inode {ino} (deleted)")));
+            }
+            return Ok(m.core.clone());
+        }
         Inode::read(&self.reader(), ino)
     }
 
@@ -215,6 +266,25 @@ impl<D: BlockDev> XfsFs<D> {
 
     /// Entries of directory `ino` as stored, with "." / ".." where the form stores them.
     pub fn raw_entries(&self, ino: u64) -> Result<Vec<RawEntry>> {
+        if let Some(crate::write::Data::Dir(d)) = self.mem(ino).map(|m| &m.data) {
+            let mut out = Vec::with_capacity(d.entries.len() + 2);
+            out.push(RawEntry {
+                name: b".".to_vec(),
+                ino,
+                file_type: Some(FileType::Directory),
+            });
+            out.push(RawEntry {
+                name: b"..".to_vec(),
+                ino: d.parent,
+                file_type: Some(FileType::Directory),
+            });
+            out.extend(d.entries.iter().map(|(n, i, t)| RawEntry {
+                name: n.clone(),
+                ino: *i,
+                file_type: Some(*t),
+            }));
+            return Ok(out);
+        }
         let d = self.dir_inode(ino)?;
         dir::entries(&self.reader(), &d)
     }
@@ -249,6 +319,18 @@ impl<D: BlockDev> XfsFs<D> {
             self.dir_inode(dir)?;
             return Ok(Some(dir));
         }
+        if let Some(m) = self.mem(dir) {
+            match &m.data {
+                crate::write::Data::Dir(d) => {
+                    if name == b".." {
+                        return Ok(Some(d.parent));
+                    }
+                    return Ok(d.get(name).map(|(i, _)| i));
+                }
+                crate::write::Data::Disk => {}
+                _ => return Err(XfsError::NotADirectory(format!("inode {dir}"))),
+            }
+        }
         Ok(self.dir_index(dir)?.get(name).copied())
     }
 
@@ -282,11 +364,17 @@ impl<D: BlockDev> XfsFs<D> {
 
     /// The data extents of a file (empty for inline data).
     pub fn extents(&self, ino: u64) -> Result<Vec<Extent>> {
+        if let Some(crate::write::Data::Extents(e)) = self.mem(ino).map(|m| &m.data) {
+            return Ok(e.clone());
+        }
         let i = self.inode(ino)?;
         bmap::extents(&self.reader(), &i, Fork::Data)
     }
 
     fn cached_extents(&self, i: &Inode) -> Result<Arc<Vec<Extent>>> {
+        if let Some(crate::write::Data::Extents(e)) = self.mem(i.ino).map(|m| &m.data) {
+            return Ok(Arc::new(e.clone()));
+        }
         if let Ok(c) = self.cache.lock()
             && let Some((ino, exts)) = c.as_ref()
             && *ino == i.ino
@@ -364,6 +452,14 @@ impl<D: BlockDev> XfsFs<D> {
         }
         let name = || format!("symbolic link inode {ino}");
         let size = i.size as usize;
+        match self.mem(ino).map(|m| &m.data) {
+            Some(crate::write::Data::Local(t)) => return Ok(t.clone()),
+            Some(crate::write::Data::Extents(e)) => {
+                let e = e.clone();
+                return self.remote_symlink(ino, size, &e);
+            }
+            _ => {}
+        }
         if size == 0 || size > 1024 {
             return Err(corrupt(name(), format!("target length {}", i.size)));
         }
@@ -375,10 +471,20 @@ impl<D: BlockDev> XfsFs<D> {
                     .ok_or_else(|| corrupt(name(), "target longer than the inode"))
             }
             Format::Extents | Format::Btree => {
-                // One buffer per extent, as the kernel writes them: on v5 each buffer starts
-                // with one header and its CRC covers the whole buffer.
+                let exts = bmap::extents(&self.reader(), &i, Fork::Data)?;
+                self.remote_symlink(ino, size, &exts)
+            }
+            Format::Dev => Err(corrupt(name(), "device format")),
+        }
+    }
+
+    /// A symlink target stored in blocks: one buffer per extent, as the kernel writes them;
+    /// on v5 each buffer starts with one header and its CRC covers the whole buffer.
+    fn remote_symlink(&self, ino: u64, size: usize, exts: &[Extent]) -> Result<Vec<u8>> {
+        let name = || format!("symbolic link inode {ino}");
+        {
+            {
                 let r = self.reader();
-                let exts = bmap::extents(&r, &i, Fork::Data)?;
                 let v5 = self.sb.is_v5();
                 let mut out = Vec::with_capacity(size);
                 for e in exts.iter() {
@@ -413,12 +519,14 @@ impl<D: BlockDev> XfsFs<D> {
                 }
                 Ok(out)
             }
-            Format::Dev => Err(corrupt(name(), "device format")),
         }
     }
 
     /// Every user-visible extended attribute as (Linux name, value).
     pub fn list_xattrs(&self, ino: u64) -> Result<Vec<(String, Vec<u8>)>> {
+        if let Some(list) = self.mem(ino).and_then(|m| m.attrs.as_ref()) {
+            return Ok(attr::list_raw(list));
+        }
         let i = self.inode(ino)?;
         attr::list(&self.reader(), &i)
     }
@@ -597,6 +705,11 @@ impl<D: BlockDev> XfsFs<D> {
     /// by-block free-space btrees and the AG free lists ([`Self::ag_free_blocks`]), adjacent
     /// runs merged.
     pub fn free_ranges(&self) -> Result<Vec<FreeRange>> {
+        if self.wstate.as_deref().is_some_and(|w| !w.inodes.is_empty()) {
+            return Err(XfsError::Invalid(
+                "the free-space map is read from disk: flush the changes first".into(),
+            ));
+        }
         let mut out = Vec::new();
         let bs = u64::from(self.sb.blocksize);
         for ag in 0..self.sb.agcount {

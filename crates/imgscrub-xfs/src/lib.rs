@@ -16,6 +16,7 @@ pub mod attr;
 pub mod attrwrite;
 mod be;
 pub mod bmap;
+pub mod bmapwrite;
 pub mod btree;
 pub mod btree_build;
 pub mod csum;
@@ -30,6 +31,7 @@ pub mod meta;
 pub mod reader;
 pub mod space;
 pub mod superblock;
+mod write;
 
 pub use error::{Result, XfsError};
 pub use fs::{DirEntry, OpenOptions, Stat, XfsFs};

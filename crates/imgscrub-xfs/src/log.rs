@@ -68,6 +68,12 @@ impl Log<'_> {
 
 /// Check the internal log.
 pub fn check(r: &Reader<'_>) -> Result<LogState> {
+    check_lsn(r).map(|(s, _)| s)
+}
+
+/// [`check`], and the LSN of the last record (the unmount record; 0 for a zeroed log): the
+/// newest LSN the filesystem knows, which the write side stamps on the blocks it writes.
+pub fn check_lsn(r: &Reader<'_>) -> Result<(LogState, u64)> {
     let sb = r.sb;
     let bbs = (u64::from(sb.logblocks) << sb.blocklog) / BB;
     if bbs < 2 {
@@ -84,7 +90,7 @@ pub fn check(r: &Reader<'_>) -> Result<LogState> {
         // mkfs may zero the log and write nothing; the kernel accepts an all-zero log.
         // Anything written after a zero block start would mean a torn ring: check the end.
         if last == 0 {
-            return Ok(LogState::Zeroed);
+            return Ok((LogState::Zeroed, 0));
         }
         return Err(dirty("the log starts with a zeroed block but is not empty"));
     }
@@ -150,5 +156,5 @@ pub fn check(r: &Reader<'_>) -> Result<LogState> {
     if u8_at(&data, 9) & UNMOUNT_TRANS == 0 {
         return Err(dirty("the last record is not an unmount record"));
     }
-    Ok(LogState::Clean)
+    Ok((LogState::Clean, crate::be::u64_at(&hdr, 16)))
 }

@@ -138,8 +138,11 @@ pub struct XfsInfo {
     pub log: String,
     /// Free space in bytes.
     pub free_bytes: u64,
-    /// Whether imgscrub can edit it (today: no, XFS is read-only).
+    /// Whether imgscrub can edit it (v5 filesystems without a realtime volume or quota
+    /// accounting; v4 is read-only).
     pub writable: bool,
+    /// Why it cannot be edited, when `writable` is false.
+    pub read_only_reason: Option<String>,
 }
 
 /// ext2/3/4 feature names, as `dumpe2fs` prints them.
@@ -270,7 +273,8 @@ fn partition_info(dev: &dyn BlockDev, p: &Partition, warnings: &mut Vec<String>)
                                 ag_blocks: d.ag_blocks,
                                 log: d.log,
                                 free_bytes: d.free_bytes,
-                                writable: false,
+                                writable: d.read_only_reason.is_none(),
+                                read_only_reason: d.read_only_reason,
                             })
                         }
                         Err(e) => warnings.push(format!("partition {}: {e}", p.index)),
