@@ -396,7 +396,7 @@ fn build_source(src: &Path) {
     write_file(src, "etc/medium.bin", &rng.bytes(280_000));
     write_file(src, "etc/small.txt", b"small text file\n");
     std::os::unix::fs::symlink("hostname", src.join("etc/fastlink")).unwrap();
-    let slow = "../".repeat(20) + &"long/target/".repeat(50);
+    let slow = "../".repeat(20) + &"long/target/".repeat(60);
     std::os::unix::fs::symlink(&slow[..700], src.join("etc/slowlink")).unwrap();
     for i in 0..120 {
         write_file(
@@ -992,7 +992,15 @@ fn check_all(image: &Path, m: &Model, fs: Option<&Fs>, ctx: &Ctx, what: &str) {
     }
     check_xfs_db(image, m, &at);
     check_space(image, fs, &at);
-    check_kernel(image, m, &at);
+    if ctx.ci {
+        // Linux 6.x dropped ascii-ci ("not supported by kernel"): no kernel view of it.
+        eprintln!(
+            "{}: no kernel check (the kernel cannot mount ascii-ci)",
+            ctx.variant
+        );
+    } else {
+        check_kernel(image, m, &at);
+    }
 }
 
 fn check_xfs_db(image: &Path, m: &Model, at: &dyn Fn() -> String) {
@@ -1365,17 +1373,26 @@ fn fixture(variant: &str, dir: &Path) -> Option<tk::XfsFixture> {
 }
 
 /// Open the image writable through the imgscrub-fs adapter. Until the write side lands this
-/// is where every v5 case stops: `FsError::Xfs(ReadOnly)`.
-fn open_writable(image: &Path, ctx: &Ctx) -> Fs {
+/// is where every v5 case stops: `FsError::Xfs(ReadOnly)`; the caller goes on with the
+/// other variants (their fresh images still meet the oracles) and fails at the end.
+fn open_writable(image: &Path, ctx: &Ctx) -> Result<Fs, String> {
     let dev = RawFile::open_rw(image).unwrap();
-    let mut fs = Xfs::open(dev, true).unwrap_or_else(|e| {
-        panic!(
-            "{}: the writable open of a v5 XFS is refused: {e}\n(the XFS write side, issue 12, must accept it)",
+    let mut fs = Xfs::open(dev, true).map_err(|e| {
+        format!(
+            "{}: the writable open of a v5 XFS is refused: {e}",
             ctx.variant
         )
-    });
+    })?;
     fs.set_clock(Some(T0)).unwrap();
-    fs
+    Ok(fs)
+}
+
+fn no_refusals(refused: &[String]) {
+    assert!(
+        refused.is_empty(),
+        "the XFS write side (issue 12) must accept every v5 variant:\n{}",
+        refused.join("\n")
+    );
 }
 
 #[test]
@@ -1389,6 +1406,7 @@ fn random_edits_on_every_v5_variant() {
         .ok()
         .and_then(|s| s.parse::<u64>().ok());
     let t = tempfile::tempdir().unwrap();
+    let mut refused = Vec::new();
     for variant in v5_variants() {
         for case in first..first + cases {
             let seed = fixed_seed.unwrap_or_else(|| name_hash(&variant) ^ (case * 0x9E37_79B9));
@@ -1408,7 +1426,13 @@ fn random_edits_on_every_v5_variant() {
             // The oracles on the untouched image: they must agree with mkxfs.sh's manifest.
             check_all(&fx.image, &m, None, &ctx, "the fresh image");
             let mut rng = Rng::new(seed);
-            let mut fs = open_writable(&fx.image, &ctx);
+            let mut fs = match open_writable(&fx.image, &ctx) {
+                Ok(fs) => fs,
+                Err(e) => {
+                    refused.push(e);
+                    continue;
+                }
+            };
             for seg in 0..segments {
                 for _ in 0..ops {
                     step(&mut fs, &mut m, &mut rng, &mut ctx, &[]);
@@ -1426,6 +1450,7 @@ fn random_edits_on_every_v5_variant() {
             std::fs::remove_dir_all(&case_dir).unwrap();
         }
     }
+    no_refusals(&refused);
 }
 
 fn form_rank(f: XfsDirForm) -> u8 {
@@ -1446,6 +1471,7 @@ fn a_directory_through_every_form_and_back() {
     let wanted =
         std::env::var("IMGSCRUB_XFS_PROP_FORMS").unwrap_or_else(|_| "v5,b1k,ci,rmapbt".into());
     let t = tempfile::tempdir().unwrap();
+    let mut refused = Vec::new();
     for variant in v5_variants() {
         if wanted != "all" && !wanted.split(',').any(|w| w == variant) {
             continue;
@@ -1468,7 +1494,13 @@ fn a_directory_through_every_form_and_back() {
         };
         let mut m = model_from_fixture(&fx);
         let mut rng = Rng::new(seed);
-        let mut fs = open_writable(&fx.image, &ctx);
+        let mut fs = match open_writable(&fx.image, &ctx) {
+            Ok(fs) => fs,
+            Err(e) => {
+                refused.push(e);
+                continue;
+            }
+        };
         let root = m.root;
         let a = NewAttr {
             perm: 0o755,
@@ -1634,6 +1666,7 @@ fn a_directory_through_every_form_and_back() {
         drop(fs);
         std::fs::remove_dir_all(&vdir).unwrap();
     }
+    no_refusals(&refused);
 }
 
 fn is_read_only(e: &FsError) -> bool {

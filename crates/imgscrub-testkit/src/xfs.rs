@@ -842,15 +842,17 @@ pub struct XfsExtent {
 pub fn xfs_bmap(image: &Path, path: &str, attr: bool) -> Vec<XfsExtent> {
     let cmd = if attr { "bmap -a" } else { "bmap" };
     inode_info(image, path, &[cmd])
-        .map_or_else(Vec::new, |(_, out)| parse_bmap(&xfs_sb(image), &out))
+        .map_or_else(Vec::new, |(_, out)| parse_bmap(&xfs_sb(image), &out, attr))
 }
 
-/// Lines like "data offset 0 startblock 6616 (1/2520) count 8 flag 0".
-fn parse_bmap(sb: &XfsSb, out: &str) -> Vec<XfsExtent> {
+/// Lines like "data offset 0 startblock 6616 (1/2520) count 8 flag 0" of the data fork, or
+/// the "attr ..." lines of the attribute fork (`bmap` without `-a` prints both).
+fn parse_bmap(sb: &XfsSb, out: &str, attr: bool) -> Vec<XfsExtent> {
+    let fork = if attr { "attr" } else { "data" };
     out.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            if f.len() < 10 || f[1] != "offset" || f[3] != "startblock" {
+            if f.len() < 10 || f[0] != fork || f[1] != "offset" || f[3] != "startblock" {
                 return None;
             }
             let (ag, bno) = f[5]
@@ -884,7 +886,7 @@ pub fn xfs_cat(image: &Path, path: &str) -> Option<Vec<u8>> {
     let sb = xfs_sb(image);
     let size = usize::try_from(st.size).ok()?;
     let mut data = vec![0u8; size];
-    for ext in parse_bmap(&sb, &out) {
+    for ext in parse_bmap(&sb, &out, false) {
         let Ok(start) = usize::try_from(ext.file_block * sb.blocksize) else {
             continue;
         };
@@ -921,7 +923,7 @@ pub fn xfs_readlink(image: &Path, path: &str) -> Option<Vec<u8>> {
         return Some(xfs_db_unescape(&out[start..end]));
     }
     let mut target = Vec::with_capacity(size);
-    for ext in parse_bmap(&sb, &out) {
+    for ext in parse_bmap(&sb, &out, false) {
         let mut buf = vec![0u8; usize::try_from(ext.blocks * sb.blocksize).ok()?];
         read_at(image, ext.byte, &mut buf);
         let body = if sb.v5 { &buf[56..] } else { &buf[..] };
@@ -1024,7 +1026,7 @@ pub fn xfs_attrs(image: &Path, path: &str) -> Vec<XfsDbAttr> {
         // Every attribute block in one run: `ablock` works from the inode, so go back to it
         // each time; `inode` (no argument) prints a separator.
         let mut cmds = Vec::new();
-        for ext in parse_bmap(&xfs_sb(image), &out) {
+        for ext in parse_bmap(&xfs_sb(image), &out, true) {
             for b in ext.file_block..ext.file_block + ext.blocks {
                 cmds.push(format!("inode {}", st.ino));
                 cmds.push(format!("ablock {b}"));
@@ -1436,7 +1438,7 @@ pub fn xfs_contents(image: &Path, inos: &[u64]) -> BTreeMap<u64, Vec<u8>> {
         };
         let (mode, size, format) = (num("core.mode"), num("core.size"), num("core.format"));
         let size = usize::try_from(size).unwrap_or(usize::MAX);
-        let exts = parse_bmap(&sb, &txt);
+        let exts = parse_bmap(&sb, &txt, false);
         match mode & 0o170_000 {
             0o100_000 => {
                 assert!(size < 1 << 31, "inode {ino}: size {size} too big to read");
@@ -1497,7 +1499,7 @@ pub fn xfs_attrs_full(image: &Path, path: &str) -> Vec<XfsDbAttr> {
     let Some((_, out)) = inode_info(image, path, &["bmap -a"]) else {
         return attrs;
     };
-    let exts = parse_bmap(&sb, &out);
+    let exts = parse_bmap(&sb, &out, true);
     let per_block = if sb.v5 {
         sb.blocksize - 56
     } else {
