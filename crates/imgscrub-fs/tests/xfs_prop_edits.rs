@@ -1744,3 +1744,46 @@ fn v4_refuses_every_edit_and_writes_nothing() {
         tk::assert_xfs_repair_clean(&fx.image);
     }
 }
+
+/// Damaged v5 metadata (a flipped byte in an AGF, an AGI, the root inode) is refused by the
+/// writable open, before anything is written: the file stays byte-identical.
+#[test]
+fn damaged_v5_is_refused_before_any_write() {
+    tk::require_tools!("mkfs.xfs", "xfs_db", "xfs_repair");
+    let t = tempfile::tempdir().unwrap();
+    let Some(fx) = fixture("v5", t.path()) else {
+        return;
+    };
+    let sb = tk::xfs_sb(&fx.image);
+    let ag1 = sb.agblocks * sb.blocksize;
+    let root_inode = {
+        let out = tk::xfs_db(&fx.image, &[&format!("inode {}", sb.rootino), "daddr"]);
+        let d: u64 = out
+            .split_whitespace()
+            .last()
+            .and_then(|w| w.trim_end_matches('.').parse().ok())
+            .unwrap_or_else(|| panic!("xfs_db daddr: {out}"));
+        d * 512
+    };
+    let pristine = std::fs::read(&fx.image).unwrap();
+    for (what, at) in [
+        ("AGF of AG 1", ag1 + sb.sectsize + 40),
+        ("AGI of AG 0", 2 * sb.sectsize + 40),
+        ("root inode", root_inode + 8),
+    ] {
+        let mut bytes = pristine.clone();
+        bytes[at as usize] ^= 0x5a;
+        std::fs::write(&fx.image, &bytes).unwrap();
+        match Xfs::open(RawFile::open_rw(&fx.image).unwrap(), true) {
+            Ok(_) => panic!("{what}: a damaged filesystem was opened for writing"),
+            Err(e) => assert!(
+                !is_read_only(&e) || !e.to_string().contains("not implemented"),
+                "{what}: refused for the wrong reason (damage must be found first): {e}"
+            ),
+        }
+        assert!(
+            std::fs::read(&fx.image).unwrap() == bytes,
+            "{what}: the refused open wrote to the image"
+        );
+    }
+}
