@@ -1610,6 +1610,11 @@ impl Drop for XfsMount {
 /// failure. A mount that fails for any other reason (the kernel rejects the filesystem)
 /// panics with the kernel's complaint.
 pub fn xfs_mount_ro(image: &Path) -> Option<XfsMount> {
+    mount_ro_as(image, "xfs")
+}
+
+/// [`xfs_mount_ro`] for any filesystem type the kernel knows (`ext4`: plain `ro,loop`).
+pub fn mount_ro_as(image: &Path, fstype: &str) -> Option<XfsMount> {
     let root = Command::new("id")
         .arg("-u")
         .output()
@@ -1623,8 +1628,13 @@ pub fn xfs_mount_ro(image: &Path) -> Option<XfsMount> {
         return None;
     }
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let opts = if fstype == "xfs" {
+        "ro,loop,nouuid"
+    } else {
+        "ro,loop"
+    };
     let o = run(Command::new("mount")
-        .args(["-t", "xfs", "-o", "ro,loop,nouuid"])
+        .args(["-t", fstype, "-o", opts])
         .arg(image)
         .arg(dir.path()));
     if o.status.success() {
@@ -1635,7 +1645,10 @@ pub fn xfs_mount_ro(image: &Path) -> Option<XfsMount> {
         .output()
         .map(|o| {
             let s = String::from_utf8_lossy(&o.stdout).into_owned();
-            let lines: Vec<&str> = s.lines().filter(|l| l.contains("XFS")).collect();
+            let lines: Vec<&str> = s
+                .lines()
+                .filter(|l| l.contains("XFS") || l.contains("EXT4"))
+                .collect();
             lines[lines.len().saturating_sub(15)..].join("\n")
         })
         .unwrap_or_default();
