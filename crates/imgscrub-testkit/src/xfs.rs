@@ -1410,7 +1410,7 @@ pub fn xfs_stat_inos(image: &Path, inos: &[u64]) -> BTreeMap<u64, XfsStat> {
 /// The contents of many regular files and symlinks (by inode number) in one xfs_db run:
 /// files through their extent map (`bmap`; holes and unwritten extents read as zeros), cut
 /// at the inode size; symlink targets from the inode (local) or their blocks (remote, a
-/// 56-byte header per block on v5). Keyed by inode number.
+/// 56-byte header per extent on v5, as the kernel writes it). Keyed by inode number.
 pub fn xfs_contents(image: &Path, inos: &[u64]) -> BTreeMap<u64, Vec<u8>> {
     let sb = xfs_sb(image);
     let link_field = if sb.v5 {
@@ -1455,15 +1455,14 @@ pub fn xfs_contents(image: &Path, inos: &[u64]) -> BTreeMap<u64, Vec<u8>> {
             }
             0o120_000 if format == 1 => local_links.push(ino),
             0o120_000 => {
+                // One header per extent (the kernel reads an extent as one buffer).
                 let mut target = Vec::with_capacity(size);
                 for ext in exts {
-                    for b in 0..ext.blocks {
-                        let mut buf = vec![0u8; sb.blocksize as usize];
-                        read_at(image, ext.byte + b * sb.blocksize, &mut buf);
-                        let body = if sb.v5 { &buf[56..] } else { &buf[..] };
-                        let want = (size - target.len()).min(body.len());
-                        target.extend_from_slice(&body[..want]);
-                    }
+                    let mut buf = vec![0u8; (ext.blocks * sb.blocksize) as usize];
+                    read_at(image, ext.byte, &mut buf);
+                    let body = if sb.v5 { &buf[56..] } else { &buf[..] };
+                    let want = (size - target.len()).min(body.len());
+                    target.extend_from_slice(&body[..want]);
                 }
                 m.insert(ino, target);
             }
