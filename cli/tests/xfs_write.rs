@@ -291,10 +291,16 @@ fn xfs_boot_beside_an_ext4_root_is_edited() {
     let disk = t.path().join("disk.raw");
     gpt_disk(&disk, &[(&boot, "8300"), (&root, "8300")]);
     let listing = ok(&["ls", s(&disk), "/boot/grub2"]);
-    assert!(listing.contains("grub.cfg"), "/boot is not the XFS partition: {listing}");
+    assert!(
+        listing.contains("grub.cfg"),
+        "/boot is not the XFS partition: {listing}"
+    );
     ok(&["prepare", s(&disk), "--profile", "linux"]);
     let listing = ok(&["ls", s(&disk), "/boot/grub2"]);
-    assert!(listing.contains("grub.cfg"), "/boot after prepare: {listing}");
+    assert!(
+        listing.contains("grub.cfg"),
+        "/boot after prepare: {listing}"
+    );
     ok(&["rm", s(&disk), "/boot/grub2/grub.cfg"]);
     ok(&["mkdir", s(&disk), "/boot/loader"]);
     let parts = partitions(t.path(), &disk);
