@@ -1,1 +1,2 @@
 pub mod distros;
+pub mod rows;
