@@ -1195,8 +1195,10 @@ pub fn xfs_dir_form(image: &Path, path: &str) -> Option<(XfsDirForm, bool)> {
         XfsDirForm::Block // XDB3 / XD2B
     } else if has("0x3df1") || has("0xd2f1") {
         XfsDirForm::Leaf // LEAF1 (v5 / v4)
-    } else if has("0x3ebe") || has("0xfebe") {
-        XfsDirForm::Node // da-btree node (v5 / v4)
+    } else if has("0x3ebe") || has("0xfebe") || has("0x3dff") || has("0xd2ff") {
+        // A da-btree node (v5 / v4), or a lone LEAFN block at the leaf offset: node form
+        // with one leaf block, as the kernel's leaf-to-node conversion leaves it.
+        XfsDirForm::Node
     } else {
         panic!(
             "{path} in {}: no directory form in magics {magics:?}",
