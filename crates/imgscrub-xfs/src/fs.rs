@@ -116,7 +116,7 @@ impl<D: BlockDev> XfsFs<D> {
                 ),
             ));
         }
-        let (log, lsn) = log::check_lsn(&Reader::new(&dev, &sb))?;
+        let log = log::check(&Reader::new(&dev, &sb))?;
         let mut fs = XfsFs {
             dev,
             sb,
@@ -148,9 +148,12 @@ impl<D: BlockDev> XfsFs<D> {
             let space = crate::space::Space::load(&fs.reader())?;
             fs.wstate = Some(Box::new(crate::write::WriteState {
                 space,
+                // LSN 0, as mkfs.xfs and xfs_repair write: "no log item", never ahead of
+                // the log (xfs_repair flags a metadata LSN equal to the log head as ahead of
+                // it and would reformat the log), and always replayed over by log recovery.
                 stamp: crate::meta::Stamp {
                     uuid: fs.sb.meta_uuid(),
-                    lsn,
+                    lsn: 0,
                 },
                 clock: None,
                 inodes: std::collections::BTreeMap::new(),

@@ -1,7 +1,7 @@
 //! What every v5 metadata block we write is stamped with, beside its own address and owner:
-//! the metadata UUID and a log sequence number. The LSN is the current log head (taken from
-//! the clean log at open), so no block we write is "ahead of the log" for `xfs_repair` or
-//! for log recovery after the next mount.
+//! the metadata UUID and a log sequence number. The engine stamps LSN 0, as mkfs.xfs and
+//! xfs_repair do for blocks written outside a log transaction: never "ahead of the log" for
+//! `xfs_repair`, and log recovery after a later crash always replays over it.
 
 /// UUID and LSN for v5 block headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
