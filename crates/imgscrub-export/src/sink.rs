@@ -1,0 +1,184 @@
+//! Where the archive goes: the output file, through gzip or zstd or as it is.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+use std::str::FromStr;
+
+/// Compression of the whole archive.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compress {
+    /// A plain `.tar`.
+    #[default]
+    None,
+    /// `.tar.gz`: gzip (every tool reads it).
+    Gzip,
+    /// `.tar.zst`: zstd, on several cores.
+    Zstd,
+}
+
+impl Compress {
+    /// The compression a file name asks for by its suffix: `.tar` (none), `.tar.gz`/`.tgz`
+    /// (gzip), `.tar.zst`/`.tar.zstd`/`.tzst` (zstd); `None` for any other name.
+    pub fn from_name(path: &Path) -> Option<Compress> {
+        let name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
+        if name.ends_with(".tar") {
+            Some(Compress::None)
+        } else if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
+            Some(Compress::Gzip)
+        } else if name.ends_with(".tar.zst")
+            || name.ends_with(".tar.zstd")
+            || name.ends_with(".tzst")
+        {
+            Some(Compress::Zstd)
+        } else {
+            None
+        }
+    }
+
+    /// `none`, `gzip` or `zstd`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compress::None => "none",
+            Compress::Gzip => "gzip",
+            Compress::Zstd => "zstd",
+        }
+    }
+}
+
+impl fmt::Display for Compress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Compress {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" => Ok(Compress::None),
+            "gzip" | "gz" => Ok(Compress::Gzip),
+            "zstd" | "zst" => Ok(Compress::Zstd),
+            _ => Err(format!(
+                "unknown compression `{s}` (expected none, gzip or zstd)"
+            )),
+        }
+    }
+}
+
+/// zstd worker threads: as many as there are cores, at most 8. zstd's multithreaded
+/// output depends on its parameters, not on the number of workers, so every machine writes
+/// the same bytes.
+fn zstd_workers() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| n.get().min(8) as u32)
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// The archive's byte stream into the output file.
+pub(crate) enum Sink<'f> {
+    Plain(BufWriter<&'f File>),
+    Gzip(flate2::write::GzEncoder<BufWriter<&'f File>>),
+    Zstd(zstd::stream::write::Encoder<'static, BufWriter<&'f File>>),
+}
+
+const BUF: usize = 1 << 20;
+
+impl<'f> Sink<'f> {
+    pub(crate) fn new(file: &'f File, c: Compress, level: Option<i32>) -> io::Result<Self> {
+        let w = BufWriter::with_capacity(BUF, file);
+        Ok(match c {
+            Compress::None => Sink::Plain(w),
+            Compress::Gzip => {
+                let level = level.unwrap_or(6).clamp(0, 9) as u32;
+                // No name, mtime 0: the gzip header is the same on every run.
+                Sink::Gzip(
+                    flate2::GzBuilder::new()
+                        .mtime(0)
+                        .write(w, flate2::Compression::new(level)),
+                )
+            }
+            Compress::Zstd => {
+                let mut e = zstd::stream::write::Encoder::new(w, level.unwrap_or(3))?;
+                e.include_checksum(true)?;
+                e.multithread(zstd_workers())?;
+                Sink::Zstd(e)
+            }
+        })
+    }
+
+    /// End the compressed stream and flush everything into the file.
+    pub(crate) fn finish(self) -> io::Result<()> {
+        let mut w = match self {
+            Sink::Plain(w) => w,
+            Sink::Gzip(e) => e.finish()?,
+            Sink::Zstd(e) => e.finish()?,
+        };
+        w.flush()
+    }
+}
+
+impl Write for Sink<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Plain(w) => w.write(buf),
+            Sink::Gzip(w) => w.write(buf),
+            Sink::Zstd(w) => w.write(buf),
+        }
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Sink::Plain(w) => w.write_all(buf),
+            Sink::Gzip(w) => w.write_all(buf),
+            Sink::Zstd(w) => w.write_all(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Plain(w) => w.flush(),
+            Sink::Gzip(w) => w.flush(),
+            Sink::Zstd(w) => w.flush(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_choose_the_compression() {
+        for (n, c) in [
+            ("a.tar", Some(Compress::None)),
+            ("A.TAR.GZ", Some(Compress::Gzip)),
+            ("a.tgz", Some(Compress::Gzip)),
+            ("dir/a.tar.zst", Some(Compress::Zstd)),
+            ("a.tzst", Some(Compress::Zstd)),
+            ("a.zst", None),
+            ("a.img", None),
+        ] {
+            assert_eq!(Compress::from_name(Path::new(n)), c, "{n}");
+        }
+    }
+
+    /// zstd with 1 and with 2 workers gives the same bytes (what `zstd_workers` relies on).
+    #[test]
+    fn zstd_output_does_not_depend_on_the_worker_count() {
+        let data: Vec<u8> = (0..6u32 << 20)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 & 0x0f)
+            .collect();
+        let mut outs = Vec::new();
+        for workers in [1, 2, 4] {
+            let mut e = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+            e.include_checksum(true).unwrap();
+            e.multithread(workers).unwrap();
+            e.write_all(&data).unwrap();
+            outs.push(e.finish().unwrap());
+        }
+        assert_eq!(outs[0], outs[1]);
+        assert_eq!(outs[0], outs[2]);
+    }
+}
