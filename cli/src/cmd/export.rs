@@ -69,16 +69,16 @@ pub struct TarArgs {
         visible_alias = "compress-tar",
         value_name = "ALGO"
     )]
-    pub compress: Option<Compress>,
+    pub tar_compress: Option<Compress>,
     /// Compression level of the tarball (gzip 1–9, default 6; zstd 1–19, default 3).
     #[arg(long = "tar-level", value_name = "N")]
-    pub level: Option<i32>,
+    pub tar_level: Option<i32>,
 }
 
 impl TarArgs {
     /// The export options for the tarball `out`.
     pub fn options(&self, out: &Path, sync: bool) -> Result<ExportOptions> {
-        let compress = match self.compress.or_else(|| Compress::from_name(out)) {
+        let compress = match self.tar_compress.or_else(|| Compress::from_name(out)) {
             Some(c) => c,
             None => {
                 return Err(super::usage(format!(
@@ -89,7 +89,7 @@ impl TarArgs {
         };
         Ok(ExportOptions {
             compress,
-            level: self.level,
+            level: self.tar_level,
             sync,
         })
     }
