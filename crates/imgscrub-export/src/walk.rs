@@ -396,7 +396,7 @@ fn file<W: Write>(
     report.files += 1;
     report.content_bytes += size;
     // Small files are read once, into memory; larger ones are scanned for holes first.
-    let whole: Option<Vec<u8>> = if size >= HOLE_MIN && size <= INLINE_MAX {
+    let whole: Option<Vec<u8>> = if (HOLE_MIN..=INLINE_MAX).contains(&size) {
         let mut v = vec![0u8; size as usize];
         read_exact(fs, m.node, 0, &mut v, &path, size)?;
         Some(v)
