@@ -355,6 +355,11 @@ fn ext4_export_extracts_to_the_source_tree() {
             "bsdtar: {f}"
         );
     }
+    // bsdtar restores the ACLs from the SCHILY.acl records.
+    let acl = |p: &Path| run_ok(tool("getfacl").args(["-n", "-p", "-c"]).arg(p));
+    for d in ["dir", "dir/sub/big"] {
+        assert_eq!(acl(&y.join(d)), acl(&src.join(d)), "bsdtar: ACL of {d}");
+    }
 
     // --path: a subtree becomes ./ (hard links inside it still resolve).
     let sub = t.path().join("dir.tar");

@@ -199,9 +199,53 @@ fn xattr_records(fs: &dyn Filesystem, node: NodeId) -> Result<Vec<Record>> {
         Err(e) => return Err(e.into()),
     };
     x.sort();
-    Ok(x.into_iter()
-        .map(|(name, value)| ([b"SCHILY.xattr.", name.as_bytes()].concat(), value))
-        .collect())
+    let mut records: Vec<Record> = Vec::new();
+    // POSIX ACLs also as the text records bsdtar and `tar --acls` restore ACLs from.
+    for (name, key) in [
+        ("system.posix_acl_access", "SCHILY.acl.access"),
+        ("system.posix_acl_default", "SCHILY.acl.default"),
+    ] {
+        if let Some(text) = x
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| acl_text(v))
+        {
+            records.push((key.as_bytes().to_vec(), text.into_bytes()));
+        }
+    }
+    records.extend(
+        x.into_iter()
+            .map(|(name, value)| ([b"SCHILY.xattr.", name.as_bytes()].concat(), value)),
+    );
+    Ok(records)
+}
+
+/// A POSIX ACL in Linux's xattr format (version 2: `(tag u16, perm u16, id u32)` entries,
+/// little-endian) as the short text form with numeric ids:
+/// `user::rwx,user:1000:r-x,group::r-x,mask::r-x,other::r--`. `None` when it does not parse.
+fn acl_text(v: &[u8]) -> Option<String> {
+    let (head, body) = v.split_at_checked(4)?;
+    if head != [2, 0, 0, 0] || body.is_empty() || body.len() % 8 != 0 {
+        return None;
+    }
+    let mut parts = Vec::new();
+    for e in body.chunks_exact(8) {
+        let tag = u16::from_le_bytes([e[0], e[1]]);
+        let perm = u16::from_le_bytes([e[2], e[3]]);
+        let id = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
+        let p = |bit: u16, c: char| if perm & bit != 0 { c } else { '-' };
+        let rwx: String = [p(4, 'r'), p(2, 'w'), p(1, 'x')].iter().collect();
+        parts.push(match tag {
+            0x01 => format!("user::{rwx}"),
+            0x02 => format!("user:{id}:{rwx}"),
+            0x04 => format!("group::{rwx}"),
+            0x08 => format!("group:{id}:{rwx}"),
+            0x10 => format!("mask::{rwx}"),
+            0x20 => format!("other::{rwx}"),
+            _ => return None,
+        });
+    }
+    Some(parts.join(","))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -254,7 +298,10 @@ fn entry<W: Write>(
         _ => {}
     }
     let mut records = xattr_records(fs, m.node)?;
-    report.xattrs += records.len() as u64;
+    report.xattrs += records
+        .iter()
+        .filter(|r| r.0.starts_with(b"SCHILY.xattr."))
+        .count() as u64;
     report.entries += 1;
     match m.file_type {
         FileType::Directory => {
@@ -518,4 +565,33 @@ fn copy<W: Write>(
         at += n as u64;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acl_xattrs_as_text() {
+        // setfacl -m u:1234:rx,g:99:r on a 0755 directory, as the kernel stores it.
+        let mut v = vec![2, 0, 0, 0];
+        for (tag, perm, id) in [
+            (1u16, 7u16, u32::MAX),
+            (2, 5, 1234),
+            (4, 5, u32::MAX),
+            (8, 4, 99),
+            (0x10, 5, u32::MAX),
+            (0x20, 5, u32::MAX),
+        ] {
+            v.extend_from_slice(&tag.to_le_bytes());
+            v.extend_from_slice(&perm.to_le_bytes());
+            v.extend_from_slice(&id.to_le_bytes());
+        }
+        assert_eq!(
+            acl_text(&v).unwrap(),
+            "user::rwx,user:1234:r-x,group::r-x,group:99:r--,mask::r-x,other::r-x"
+        );
+        assert_eq!(acl_text(&v[..7]), None);
+        assert_eq!(acl_text(&[1, 0, 0, 0]), None);
+    }
 }
