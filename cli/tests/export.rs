@@ -575,3 +575,56 @@ fn xfs_export_matches_the_manifest() {
     assert_eq!(n, got.len(), "the archive has xattrs the manifest does not");
     assert!(n > 0);
 }
+
+/// Ctrl-C during an export: exit status 130, and neither the archive nor its temporary file
+/// is left behind.
+#[test]
+fn an_interrupted_export_leaves_nothing() {
+    require_tools!("mke2fs");
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    {
+        use std::io::Write;
+        // 192 MiB of compressible text: gzip level 9 takes seconds on it.
+        let chunk: Vec<u8> = (0..1u32 << 20)
+            .flat_map(|i| format!("{:08x} ", i.wrapping_mul(2_654_435_761) % 9973).into_bytes())
+            .take(4 << 20)
+            .collect();
+        let mut f = std::fs::File::create(src.join("big")).unwrap();
+        for _ in 0..48 {
+            f.write_all(&chunk).unwrap();
+        }
+    }
+    let img = t.path().join("fs.img");
+    if !make_ext4("default", &src, &img, 256) {
+        return;
+    }
+    std::fs::remove_dir_all(&src).unwrap();
+    let out = t.path().join("out.tar.gz");
+    let mut child = Command::new(common::BIN)
+        .args(["export", "-q", "--tar-level", "9"])
+        .arg(&img)
+        .arg(&out)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    imgscrub_testkit::wait_until("export created its temporary output", || {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("export ended before it was interrupted: {status}");
+        }
+        std::fs::read_dir(t.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().contains(".imgscrub-"))
+    });
+    run_ok(Command::new("kill").args(["-INT", &child.id().to_string()]));
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    let names: Vec<_> = std::fs::read_dir(t.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["fs.img"]);
+}
