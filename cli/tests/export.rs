@@ -409,6 +409,13 @@ fn prepare_export_tar_is_one_pass_and_reads_only() {
 
     let plain = t.path().join("plain.tar.zst");
     ok(&["export", "-q", im, plain.to_str().unwrap()]);
+    // To standard output: the same bytes as the file.
+    let o = imgscrub(&["export", "-q", "--tar-compress", "zstd", im, "-"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.stdout == std::fs::read(&plain).unwrap(),
+        "export to - differs"
+    );
     let list = |p: &Path| run_ok(tool("tar").arg("--zstd").arg("-tf").arg(p));
     let l = list(&plain);
     assert!(l.contains("./etc/ssh/ssh_host_rsa_key\n"), "{l}");

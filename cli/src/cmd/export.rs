@@ -17,8 +17,8 @@ Examples:
       the whole guest tree (/ and what its fstab mounts: /boot, /boot/efi…), zstd on every core
   imgscrub export --path /etc disk.img etc.tar.gz
       one directory of the guest (it becomes the archive's ./)
-  docker import rootfs.tar.zst myimage:latest
-      what the archive is for: container tooling, SmartOS LX image builders
+  imgscrub export disk.qcow2 - | docker import - myimage:latest
+      to standard output (uncompressed unless --tar-compress), straight into container tooling
   imgscrub prepare disk.qcow2 --profile lx-centos --export-tar rootfs.tar.zst
       scrub and export in one pass; the image is only read
 
@@ -36,7 +36,7 @@ complete; Ctrl-C removes it (exit status 130). The image itself is refused as th
 pub struct Args {
     /// The disk image (raw or qcow2; only read).
     pub image: PathBuf,
-    /// The tarball to write (created or replaced).
+    /// The tarball to write (created or replaced), or `-` for standard output.
     pub output: PathBuf,
     /// Export this guest directory instead of the whole tree.
     #[arg(long, value_name = "GUEST_DIR")]
@@ -78,7 +78,12 @@ pub struct TarArgs {
 impl TarArgs {
     /// The export options for the tarball `out`.
     pub fn options(&self, out: &Path, sync: bool) -> Result<ExportOptions> {
-        let compress = match self.tar_compress.or_else(|| Compress::from_name(out)) {
+        let by_name = if out.as_os_str() == "-" {
+            Some(Compress::None)
+        } else {
+            Compress::from_name(out)
+        };
+        let compress = match self.tar_compress.or(by_name) {
             Some(c) => c,
             None => {
                 return Err(super::usage(format!(
@@ -138,7 +143,23 @@ pub fn run(a: &Args) -> Result<()> {
     )?;
     let bar = Bar::new(a.quiet || a.json);
     let sub = a.path.as_ref().map(|p| p.as_os_str().as_bytes());
-    let r = img.export(&a.output, sub, a.partition, &opts, &bar)?;
+    let r = if a.output.as_os_str() == "-" {
+        use std::io::IsTerminal;
+        let out = std::io::stdout();
+        if out.is_terminal() {
+            return Err(super::usage(
+                "refusing to write a tarball to a terminal: redirect standard output or name a file",
+            ));
+        }
+        if a.json {
+            return Err(super::usage(
+                "--json goes to standard output, which the tarball uses: name a file",
+            ));
+        }
+        img.export_to_writer(out.lock(), sub, a.partition, &opts, &bar)?
+    } else {
+        img.export(&a.output, sub, a.partition, &opts, &bar)?
+    };
     let secs = start.elapsed().as_secs_f64();
     if a.json {
         let mut v = export_json(&r, &a.output, opts.compress);

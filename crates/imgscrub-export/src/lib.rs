@@ -111,6 +111,48 @@ pub struct ExportReport {
     pub warnings: Vec<String>,
 }
 
+/// Write the tree below `start` of `fs` into `w` (a pipe, standard output), compressed as
+/// `opts.compress` says (`opts.sync` does not apply). On an error or cancellation the
+/// stream stops part-way: the reader sees a truncated archive.
+pub fn export_to_writer<W: std::io::Write>(
+    fs: &dyn Filesystem,
+    start: NodeId,
+    w: W,
+    opts: &ExportOptions,
+    progress: &dyn Progress,
+) -> Result<ExportReport> {
+    let counted = std::cell::Cell::new(0u64);
+    let w = Counter { w, n: &counted };
+    let sink = sink::Sink::new(w, opts.compress, opts.level).map_err(|source| ExportError::Io {
+        what: format!("start the {} compressor", opts.compress),
+        source,
+    })?;
+    let (mut report, sink) = write_tar(fs, start, sink, progress)?;
+    sink.finish().map_err(|source| ExportError::Io {
+        what: "finish the archive".into(),
+        source,
+    })?;
+    report.output_size = counted.get();
+    Ok(report)
+}
+
+/// Counts the bytes that reach the writer.
+struct Counter<'a, W> {
+    w: W,
+    n: &'a std::cell::Cell<u64>,
+}
+
+impl<W: std::io::Write> std::io::Write for Counter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let k = self.w.write(buf)?;
+        self.n.set(self.n.get() + k as u64);
+        Ok(k)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.w.flush()
+    }
+}
+
 /// Write the tree below `start` of `fs` to the file `out` (under a temporary name, renamed
 /// into place once complete; removed on any error or cancellation), compressed as
 /// `opts.compress` says. `progress` sees one phase, "export", counted in bytes of file

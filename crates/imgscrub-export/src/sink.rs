@@ -1,7 +1,6 @@
 //! Where the archive goes: the output file, through gzip or zstd or as it is.
 
 use std::fmt;
-use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 use std::str::FromStr;
@@ -79,16 +78,16 @@ fn zstd_workers() -> u32 {
 }
 
 /// The archive's byte stream into the output file.
-pub(crate) enum Sink<'f> {
-    Plain(BufWriter<&'f File>),
-    Gzip(flate2::write::GzEncoder<BufWriter<&'f File>>),
-    Zstd(zstd::stream::write::Encoder<'static, BufWriter<&'f File>>),
+pub(crate) enum Sink<W: Write> {
+    Plain(BufWriter<W>),
+    Gzip(flate2::write::GzEncoder<BufWriter<W>>),
+    Zstd(zstd::stream::write::Encoder<'static, BufWriter<W>>),
 }
 
 const BUF: usize = 1 << 20;
 
-impl<'f> Sink<'f> {
-    pub(crate) fn new(file: &'f File, c: Compress, level: Option<i32>) -> io::Result<Self> {
+impl<W: Write> Sink<W> {
+    pub(crate) fn new(file: W, c: Compress, level: Option<i32>) -> io::Result<Self> {
         let w = BufWriter::with_capacity(BUF, file);
         Ok(match c {
             Compress::None => Sink::Plain(w),
@@ -121,7 +120,7 @@ impl<'f> Sink<'f> {
     }
 }
 
-impl Write for Sink<'_> {
+impl<W: Write> Write for Sink<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Sink::Plain(w) => w.write(buf),

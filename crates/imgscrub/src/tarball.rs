@@ -46,6 +46,22 @@ impl Image {
         Ok(report)
     }
 
+    /// [`Image::export`] into a stream (standard output, a pipe) instead of a file.
+    pub fn export_to_writer<W: std::io::Write>(
+        &self,
+        w: W,
+        subtree: Option<&[u8]>,
+        partition: Option<u32>,
+        opts: &ExportOptions,
+        progress: &dyn Progress,
+    ) -> Result<ExportReport> {
+        let g = self.guest(partition, false)?;
+        let node = start(g.fs(), subtree)?;
+        let mut report = imgscrub_export::export_to_writer(g.fs(), node, w, opts, progress)?;
+        report.warnings.splice(0..0, g.warnings().iter().cloned());
+        Ok(report)
+    }
+
     /// One pass: apply `profile` on a staging overlay (the image is only read; nothing is
     /// committed) and write the edited guest tree to `out` as a pax tarball.
     #[allow(clippy::too_many_arguments)]
