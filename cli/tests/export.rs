@@ -381,7 +381,7 @@ fn export_refuses_its_input_and_unknown_suffixes() {
     std::fs::copy(fixture("sample.qcow2"), &img).unwrap();
     let before = std::fs::read(&img).unwrap();
     let im = img.to_str().unwrap();
-    let o = imgscrub(&["export", "--tar-compress", "none", im, im]);
+    let o = imgscrub(&["export", "--compress", "none", im, im]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("same file"));
     let link = t.path().join("link.tar");
@@ -390,7 +390,7 @@ fn export_refuses_its_input_and_unknown_suffixes() {
     assert!(!o.status.success());
     let o = imgscrub(&["export", im, t.path().join("x.bin").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains(".tar.zst"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains(".tar.zst"), "unknown suffix");
     assert!(std::fs::read(&img).unwrap() == before);
     assert!(!t.path().join("x.bin").exists());
 }
@@ -410,7 +410,7 @@ fn prepare_export_tar_is_one_pass_and_reads_only() {
     let plain = t.path().join("plain.tar.zst");
     ok(&["export", "-q", im, plain.to_str().unwrap()]);
     // To standard output: the same bytes as the file.
-    let o = imgscrub(&["export", "-q", "--tar-compress", "zstd", im, "-"]);
+    let o = imgscrub(&["export", "-q", "--compress", "zstd", im, "-"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(
         o.stdout == std::fs::read(&plain).unwrap(),

@@ -31,7 +31,7 @@ as holes (GNU.sparse 1.0). Sockets are skipped with a warning. Extract it as roo
   tar --xattrs --xattrs-include='*' --numeric-owner -xpf rootfs.tar.zst -C DIR
 Entries are in byte order of their paths and nothing depends on the clock: the same image
 gives the same bytes. Compression: by the name (.tar, .tar.gz/.tgz, .tar.zst/.tzst) or
---compress. The archive is written under a temporary name and renamed into place when
+--compress (--tar-compress in `prepare`). The archive is written under a temporary name and renamed into place when
 complete; Ctrl-C removes it (exit status 130). The image itself is refused as the output.")]
 pub struct Args {
     /// The disk image (raw or qcow2; only read).
@@ -41,8 +41,12 @@ pub struct Args {
     /// Export this guest directory instead of the whole tree.
     #[arg(long, value_name = "GUEST_DIR")]
     pub path: Option<PathBuf>,
-    #[command(flatten)]
-    pub tar: TarArgs,
+    /// Compression: none, gzip or zstd (default: from the name's suffix).
+    #[arg(long, alias = "tar-compress", value_name = "ALGO")]
+    pub compress: Option<Compress>,
+    /// Compression level (gzip 1–9, default 6; zstd 1–19, default 3).
+    #[arg(long, alias = "tar-level", value_name = "N")]
+    pub level: Option<i32>,
     /// Export this partition alone (no fstab mounts) instead of the root found automatically.
     #[arg(long, value_name = "N")]
     pub partition: Option<u32>,
@@ -87,7 +91,7 @@ impl TarArgs {
             Some(c) => c,
             None => {
                 return Err(super::usage(format!(
-                    "{}: name the tarball .tar, .tar.gz or .tar.zst, or give --tar-compress none|gzip|zstd",
+                    "{}: name the tarball .tar, .tar.gz or .tar.zst, or give the compression (none, gzip or zstd)",
                     out.display()
                 )));
             }
@@ -127,7 +131,11 @@ pub fn summary(r: &ExportReport) -> String {
 
 pub fn run(a: &Args) -> Result<()> {
     let start = Instant::now();
-    let opts = a.tar.options(&a.output, a.sync)?;
+    let tar = TarArgs {
+        tar_compress: a.compress,
+        tar_level: a.level,
+    };
+    let opts = tar.options(&a.output, a.sync)?;
     if a.output == a.image || imgscrub::shrink::same_file(&a.output, &a.image) {
         anyhow::bail!(
             "{}: the output is the same file as the image (choose another output path)",
