@@ -390,7 +390,10 @@ fn export_refuses_its_input_and_unknown_suffixes() {
     assert!(!o.status.success());
     let o = imgscrub(&["export", im, t.path().join("x.bin").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains(".tar.zst"), "unknown suffix");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(".tar.zst"),
+        "unknown suffix"
+    );
     assert!(std::fs::read(&img).unwrap() == before);
     assert!(!t.path().join("x.bin").exists());
 }

@@ -164,7 +164,7 @@ pub fn run(a: &Args) -> Result<()> {
                 "--json goes to standard output, which the tarball uses: name a file",
             ));
         }
-        img.export_to_writer(out.lock(), sub, a.partition, &opts, &bar)?
+        img.export_to_writer(out, sub, a.partition, &opts, &bar)?
     } else {
         img.export(&a.output, sub, a.partition, &opts, &bar)?
     };

@@ -114,38 +114,33 @@ pub struct ExportReport {
 /// Write the tree below `start` of `fs` into `w` (a pipe, standard output), compressed as
 /// `opts.compress` says (`opts.sync` does not apply). On an error or cancellation the
 /// stream stops part-way: the reader sees a truncated archive.
-pub fn export_to_writer<W: std::io::Write>(
+pub fn export_to_writer<W: std::io::Write + Send>(
     fs: &dyn Filesystem,
     start: NodeId,
     w: W,
     opts: &ExportOptions,
     progress: &dyn Progress,
 ) -> Result<ExportReport> {
-    let counted = std::cell::Cell::new(0u64);
+    let counted = std::sync::atomic::AtomicU64::new(0);
     let w = Counter { w, n: &counted };
-    let sink = sink::Sink::new(w, opts.compress, opts.level).map_err(|source| ExportError::Io {
-        what: format!("start the {} compressor", opts.compress),
-        source,
+    let mut report = sink::pipe(w, opts.compress, opts.level, |s| {
+        write_tar(fs, start, s, progress).map(|(r, _)| r)
     })?;
-    let (mut report, sink) = write_tar(fs, start, sink, progress)?;
-    sink.finish().map_err(|source| ExportError::Io {
-        what: "finish the archive".into(),
-        source,
-    })?;
-    report.output_size = counted.get();
+    report.output_size = counted.load(std::sync::atomic::Ordering::Relaxed);
     Ok(report)
 }
 
 /// Counts the bytes that reach the writer.
 struct Counter<'a, W> {
     w: W,
-    n: &'a std::cell::Cell<u64>,
+    n: &'a std::sync::atomic::AtomicU64,
 }
 
 impl<W: std::io::Write> std::io::Write for Counter<'_, W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let k = self.w.write(buf)?;
-        self.n.set(self.n.get() + k as u64);
+        self.n
+            .fetch_add(k as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(k)
     }
     fn flush(&mut self) -> std::io::Result<()> {

@@ -144,6 +144,103 @@ impl<W: Write> Write for Sink<W> {
     }
 }
 
+/// Bytes handed to the compressor thread at a time.
+const HANDOFF: usize = 1 << 20;
+/// Chunks in flight between the walk and the compressor (bounds the memory).
+const IN_FLIGHT: usize = 4;
+
+/// The walk's end of the pipe to the compressor thread.
+struct ChanWriter {
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    buf: Vec<u8>,
+}
+
+impl ChanWriter {
+    fn send(&mut self) -> io::Result<()> {
+        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(HANDOFF));
+        match &self.tx {
+            Some(tx) => tx
+                .send(full)
+                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the compressor stopped")),
+            None => Ok(()),
+        }
+    }
+    /// Send what is left and close the pipe.
+    fn close(&mut self) -> io::Result<()> {
+        let r = if self.buf.is_empty() {
+            Ok(())
+        } else {
+            self.send()
+        };
+        self.tx = None;
+        r
+    }
+}
+
+impl Write for ChanWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len().min(HANDOFF - self.buf.len());
+        self.buf.extend_from_slice(&buf[..n]);
+        if self.buf.len() >= HANDOFF {
+            self.send()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Run `body` with a writer whose bytes reach `w` through the compressor `c`. A compressed
+/// archive is compressed on a thread of its own (fed through a bounded channel), so that
+/// reading the guest tree and compressing overlap, as `tar | zstd` would.
+pub(crate) fn pipe<W: Write + Send, R>(
+    w: W,
+    c: Compress,
+    level: Option<i32>,
+    body: impl FnOnce(&mut dyn Write) -> crate::Result<R>,
+) -> crate::Result<R> {
+    let io_err = |what: &str, source| crate::ExportError::Io {
+        what: format!("{what} ({c})"),
+        source,
+    };
+    if c == Compress::None {
+        let mut s = Sink::new(w, c, level).map_err(|e| io_err("start the archive", e))?;
+        let r = body(&mut s)?;
+        s.finish().map_err(|e| io_err("finish the archive", e))?;
+        return Ok(r);
+    }
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(IN_FLIGHT);
+        let compressor = scope.spawn(move || -> io::Result<()> {
+            let mut s = Sink::new(w, c, level)?;
+            for chunk in rx {
+                s.write_all(&chunk)?;
+            }
+            s.finish()
+        });
+        let mut cw = ChanWriter {
+            tx: Some(tx),
+            buf: Vec::with_capacity(HANDOFF),
+        };
+        let r = body(&mut cw);
+        let closed = cw.close();
+        drop(cw);
+        let done = compressor
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the compressor thread panicked")));
+        // The compressor's own error explains a broken pipe on the walk's side.
+        if let Err(e) = done
+            && (r.is_ok() || closed.is_err() || matches!(&r, Err(crate::ExportError::Io { .. })))
+        {
+            return Err(io_err("compress the archive", e));
+        }
+        let r = r?;
+        closed.map_err(|e| io_err("compress the archive", e))?;
+        Ok(r)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,7 +47,7 @@ impl Image {
     }
 
     /// [`Image::export`] into a stream (standard output, a pipe) instead of a file.
-    pub fn export_to_writer<W: std::io::Write>(
+    pub fn export_to_writer<W: std::io::Write + Send>(
         &self,
         w: W,
         subtree: Option<&[u8]>,
