@@ -53,6 +53,8 @@ enum Command {
     Sparsify(cmd::shrink::SparsifyArgs),
     /// Convert to compressed qcow2 or sparse raw, on every core.
     Convert(cmd::shrink::ConvertArgs),
+    /// Write the guest tree as a tarball (.tar, .tar.gz, .tar.zst) with xattrs and ACLs.
+    Export(cmd::export::Args),
     /// List a directory of the guest (root filesystem found automatically).
     Ls(cmd::files::LsArgs),
     /// Print a guest file to standard output.
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
         Command::ListOperations(args) => cmd::prepare::list(&args),
         Command::Sparsify(args) => cmd::shrink::sparsify(&args),
         Command::Convert(args) => cmd::shrink::convert(&args),
+        Command::Export(args) => cmd::export::run(&args),
         Command::Ls(args) => cmd::files::ls(&args),
         Command::Cat(args) => cmd::files::cat(&args),
         Command::Stat(args) => cmd::files::stat(&args),

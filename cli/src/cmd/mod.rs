@@ -1,5 +1,6 @@
 //! One module per subcommand: `Args` (clap) and `run`.
 
+pub mod export;
 pub mod files;
 pub mod inspect;
 pub mod prepare;

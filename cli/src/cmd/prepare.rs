@@ -26,6 +26,8 @@ Examples:
       one pass: in.qcow2 is only read; out.qcow2 is scrubbed, free space zeroed, compressed
   SOURCE_DATE_EPOCH=1700000000 imgscrub prepare in.qcow2 --output out.qcow2
       reproducible: every time written is that one, so each run gives the same bytes
+  imgscrub prepare in.qcow2 --profile lx-centos --export-tar rootfs.tar.zst
+      one pass: in.qcow2 is only read; the scrubbed guest tree as a tarball (`imgscrub export --help`)
   imgscrub prepare disk.qcow2 --profile ./site.toml --json > report.json
       a profile of your own (it can `extends = [\"linux\"]`), report as JSON
 
@@ -84,6 +86,12 @@ pub struct Args {
     pub output_format: String,
     #[command(flatten)]
     pub out: OutputArgs,
+    /// Write the prepared guest tree as a tarball here (.tar, .tar.gz, .tar.zst) instead of
+    /// editing in place: the edits are staged, never written to the image.
+    #[arg(long, value_name = "OUT.tar", conflicts_with_all = ["output", "dry_run"])]
+    pub export_tar: Option<PathBuf>,
+    #[command(flatten)]
+    pub tar: super::export::TarArgs,
     /// Quiet: no plan, no summary line, no progress bar; only warnings and errors (on
     /// standard error). With --json the JSON report is still printed.
     #[arg(long, short = 'q')]
@@ -128,6 +136,9 @@ pub fn run(a: &Args) -> Result<()> {
         ));
     }
     let start = Instant::now();
+    if let Some(tar) = &a.export_tar {
+        return export_tar(a, &profile, &opts, tar, start);
+    }
     let Some(out) = &a.output else {
         let img = super::open_image(
             &a.image,
@@ -193,6 +204,57 @@ pub fn run(a: &Args) -> Result<()> {
             out.display(),
             human_size(conv.bytes_written),
             human_size(conv.bytes_skipped),
+            start.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// `prepare --export-tar`: scrub on the overlay, then the tarball of the edited tree.
+fn export_tar(
+    a: &Args,
+    profile: &Profile,
+    opts: &Options,
+    tar: &std::path::Path,
+    start: Instant,
+) -> Result<()> {
+    let eopts = a.tar.options(tar, a.out.sync)?;
+    if tar == a.image || imgscrub::shrink::same_file(tar, &a.image) {
+        bail!(
+            "{}: the output is the same file as the image (choose another output path)",
+            tar.display()
+        );
+    }
+    let img = super::open_image(
+        &a.image,
+        OpenOptions {
+            write: false,
+            format: a.format,
+        },
+    )?;
+    let bar = Bar::new(a.quiet || a.json);
+    let (outcome, r) = img.prepare_export(profile, opts, a.partition, tar, None, &eopts, &bar)?;
+    for w in &r.warnings {
+        if !outcome.report.warnings.contains(w) {
+            super::warn_later(w.clone());
+        }
+    }
+    if a.json {
+        let v = serde_json::json!({
+            "prepare": outcome,
+            "export": super::export::export_json(&r, tar, eopts.compress),
+            "seconds": start.elapsed().as_secs_f64(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if a.quiet {
+        warn_quietly(&outcome.report.warnings);
+    } else {
+        print!("{}", outcome.report.to_text());
+        eprintln!(
+            "{} -> {}: {} in {:.2} s (the image was only read)",
+            a.image.display(),
+            tar.display(),
+            super::export::summary(&r),
             start.elapsed().as_secs_f64()
         );
     }

@@ -47,6 +47,9 @@ pub enum Error {
     /// Zeroing free space or converting failed.
     #[error(transparent)]
     Shrink(#[from] imgscrub_shrink::ShrinkError),
+    /// Writing the guest tree as a tarball failed.
+    #[error(transparent)]
+    Export(#[from] imgscrub_export::ExportError),
     /// The image is in use by another process (QEMU image locks), or cannot be locked.
     #[error(transparent)]
     Lock(#[from] imgscrub_disk::LockError),
@@ -86,6 +89,7 @@ impl Error {
             Error::Filesystem(e) => e.category(),
             Error::Prepare(e) => prepare(e),
             Error::Shrink(e) => shrink(e),
+            Error::Export(e) => export(e),
             Error::Lock(e) => lock(e),
             Error::Redo(e) => redo(e),
             Error::Open { .. }
@@ -124,6 +128,8 @@ fn category_of(e: &(dyn std::error::Error + 'static)) -> Option<ErrorCategory> {
         Some(prepare(e))
     } else if let Some(e) = e.downcast_ref::<ShrinkError>() {
         Some(shrink(e))
+    } else if let Some(e) = e.downcast_ref::<imgscrub_export::ExportError>() {
+        Some(export(e))
     } else if let Some(e) = e.downcast_ref::<LockError>() {
         Some(lock(e))
     } else if let Some(e) = e.downcast_ref::<RedoError>() {
@@ -170,6 +176,15 @@ fn shrink(e: &ShrinkError) -> ErrorCategory {
         ShrinkError::Fs(e) => e.category(),
         ShrinkError::Cancelled => Interrupted,
         _ => Other,
+    }
+}
+
+fn export(e: &imgscrub_export::ExportError) -> ErrorCategory {
+    use imgscrub_export::ExportError;
+    match e {
+        ExportError::Fs(e) => e.category(),
+        ExportError::Shrink(e) => shrink(e),
+        ExportError::Io { .. } | ExportError::Entry { .. } => ErrorCategory::Other,
     }
 }
 

@@ -18,6 +18,7 @@
 mod error;
 mod image;
 mod inspect;
+mod tarball;
 mod work;
 
 pub use error::{Error, ErrorCategory, Result, error_category};
@@ -30,6 +31,8 @@ pub use work::{Guest, PrepareOutcome};
 
 /// The block layer, for callers that need the raw device ([`Image::device`]).
 pub use imgscrub_disk as disk;
+/// The guest tree as a tarball.
+pub use imgscrub_export as export;
 /// Filesystem detection and the filesystem layer.
 pub use imgscrub_fs as fs;
 /// The prepare engine: profiles, options, reports.
