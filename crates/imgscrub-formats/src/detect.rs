@@ -299,7 +299,10 @@ mod tests {
         let d = Detected::new(Kind::Vdi);
         let m = d.refusal(Path::new("/x/disk.vdi")).unwrap();
         assert!(m.contains("VDI"), "{m}");
-        assert!(m.contains("qemu-img convert -f vdi -O qcow2 /x/disk.vdi disk.qcow2"), "{m}");
+        assert!(
+            m.contains("qemu-img convert -f vdi -O qcow2 /x/disk.vdi disk.qcow2"),
+            "{m}"
+        );
         assert!(Detected::new(Kind::Raw).refusal(Path::new("a")).is_none());
     }
 }

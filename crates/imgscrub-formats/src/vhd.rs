@@ -101,7 +101,11 @@ impl Footer {
     /// A footer for a new disk of `size` bytes (a multiple of 512) made by imgscrub.
     pub fn new(disk_type: u32, size: u64, uuid: [u8; 16]) -> Self {
         Footer {
-            data_offset: if disk_type == TYPE_FIXED { u64::MAX } else { 512 },
+            data_offset: if disk_type == TYPE_FIXED {
+                u64::MAX
+            } else {
+                512
+            },
             timestamp: 0,
             creator_app: *b"qem2",
             creator_version: 0x000a_0000,
@@ -210,7 +214,10 @@ impl DynamicHeader {
     /// Decode and check the cookie and checksum.
     pub fn parse(b: &[u8]) -> Result<Self> {
         if b.len() < DYN_HEADER_SIZE || !b.starts_with(b"cxsparse") {
-            return Err(DiskError::corrupt("VHD dynamic header", "no cxsparse cookie"));
+            return Err(DiskError::corrupt(
+                "VHD dynamic header",
+                "no cxsparse cookie",
+            ));
         }
         let mut copy = [0u8; DYN_HEADER_SIZE];
         put(&mut copy, 0, b.get(..DYN_HEADER_SIZE).unwrap_or_default());
@@ -245,7 +252,9 @@ impl DynamicHeader {
 
     /// Bytes of a block's sector bitmap (whole sectors).
     pub fn bitmap_size(&self) -> u64 {
-        (u64::from(self.block_size) / 512).div_ceil(8).next_multiple_of(512)
+        (u64::from(self.block_size) / 512)
+            .div_ceil(8)
+            .next_multiple_of(512)
     }
 }
 
@@ -270,8 +279,8 @@ struct Dynamic {
 impl Vhd {
     /// Open the file at `path`.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path)
-            .map_err(|e| DiskError::io(format!("open {}", path.display()), e))?;
+        let file =
+            File::open(path).map_err(|e| DiskError::io(format!("open {}", path.display()), e))?;
         Self::from_file(file, &path.display().to_string())
     }
 
@@ -282,7 +291,10 @@ impl Vhd {
             .map_err(|e| DiskError::io(format!("stat {name}"), e))?
             .len();
         let rd = |buf: &mut [u8], off: u64, what: &str| -> Result<()> {
-            if off.checked_add(buf.len() as u64).is_none_or(|e| e > file_len) {
+            if off
+                .checked_add(buf.len() as u64)
+                .is_none_or(|e| e > file_len)
+            {
                 return Err(DiskError::corrupt(
                     "VHD",
                     format!("{what} at byte {off:#x} is past the end of {name}"),
@@ -292,7 +304,10 @@ impl Vhd {
                 .map_err(|e| DiskError::io(format!("read {what} of {name}"), e))
         };
         if file_len < FOOTER_SIZE {
-            return Err(DiskError::corrupt("VHD footer", "file shorter than a footer"));
+            return Err(DiskError::corrupt(
+                "VHD footer",
+                "file shorter than a footer",
+            ));
         }
         // The copy at the start (dynamic disks) first, as qemu does; else the end.
         let mut b = [0u8; 512];
@@ -324,7 +339,10 @@ impl Vhd {
                 let mut hb = [0u8; DYN_HEADER_SIZE];
                 rd(&mut hb, footer.data_offset, "the dynamic header")?;
                 let h = DynamicHeader::parse(&hb)?;
-                if !h.block_size.is_power_of_two() || h.block_size < 512 || h.block_size > (256 << 20) {
+                if !h.block_size.is_power_of_two()
+                    || h.block_size < 512
+                    || h.block_size > (256 << 20)
+                {
                     return Err(DiskError::corrupt(
                         "VHD dynamic header",
                         format!("block size {}", h.block_size),
@@ -379,7 +397,10 @@ impl Vhd {
     }
 
     fn read_file(&self, buf: &mut [u8], off: u64, what: &str) -> Result<()> {
-        if off.checked_add(buf.len() as u64).is_none_or(|e| e > self.file_len) {
+        if off
+            .checked_add(buf.len() as u64)
+            .is_none_or(|e| e > self.file_len)
+        {
             return Err(DiskError::corrupt(
                 "VHD block allocation table",
                 format!("{what} at byte {off:#x} is past the end of {}", self.name),

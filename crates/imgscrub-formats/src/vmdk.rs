@@ -246,7 +246,8 @@ pub fn sparse_subformat(head: &[u8]) -> String {
     match text.and_then(create_type) {
         Some(t) => t,
         None if h.flags & FLAG_COMPRESSED != 0 => "streamOptimized".into(),
-        None => "monolithicSparse".into(),
+        // An empty descriptor area: an extent of a split disk (qemu leaves it blank there).
+        None => "extent".into(),
     }
 }
 
@@ -270,8 +271,8 @@ pub struct Vmdk {
 impl Vmdk {
     /// Open the file at `path`.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path)
-            .map_err(|e| DiskError::io(format!("open {}", path.display()), e))?;
+        let file =
+            File::open(path).map_err(|e| DiskError::io(format!("open {}", path.display()), e))?;
         Self::from_file(file, &path.display().to_string())
     }
 
@@ -282,7 +283,10 @@ impl Vmdk {
             .map_err(|e| DiskError::io(format!("stat {name}"), e))?
             .len();
         let rd = |buf: &mut [u8], off: u64, what: &str| -> Result<()> {
-            if off.checked_add(buf.len() as u64).is_none_or(|e| e > file_len) {
+            if off
+                .checked_add(buf.len() as u64)
+                .is_none_or(|e| e > file_len)
+            {
                 return Err(DiskError::corrupt(
                     "VMDK",
                     format!("{what} at byte {off:#x} is past the end of {name}"),
@@ -308,22 +312,38 @@ impl Vmdk {
             ));
         }
         let mut desc = vec![0u8; (h.desc_size * SECTOR) as usize];
-        rd(&mut desc, h.desc_offset.saturating_mul(SECTOR), "the descriptor")?;
+        rd(
+            &mut desc,
+            h.desc_offset.saturating_mul(SECTOR),
+            "the descriptor",
+        )?;
         let end = desc.iter().position(|&b| b == 0).unwrap_or(desc.len());
         let text = String::from_utf8_lossy(desc.get(..end).unwrap_or_default()).into_owned();
         let ext = extents(&text);
+        if ext.is_empty() {
+            return Err(DiskError::Unsupported(format!(
+                "{name}: a VMDK extent without descriptor (part of a split disk): convert its \
+                 descriptor file with `qemu-img convert -O qcow2`"
+            )));
+        }
         if ext.len() != 1 || ext.first().is_some_and(|e| e.2 != "SPARSE") {
             return Err(DiskError::Unsupported(format!(
                 "{name}: a VMDK whose descriptor lists {} extents ({}): convert it with \
                  `qemu-img convert -O qcow2`",
                 ext.len(),
-                ext.iter().map(|e| e.2.as_str()).collect::<Vec<_>>().join(", ")
+                ext.iter()
+                    .map(|e| e.2.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         if h.gd_offset == GD_AT_END {
             // streamOptimized with the GD at the end: footer marker, footer, EOS marker.
             if file_len < 1536 + 512 {
-                return Err(DiskError::corrupt("VMDK footer", "file too short for a footer"));
+                return Err(DiskError::corrupt(
+                    "VMDK footer",
+                    "file too short for a footer",
+                ));
             }
             let mut tail = [0u8; 1536];
             rd(&mut tail, file_len - 1536, "the footer")?;
@@ -335,7 +355,10 @@ impl Vmdk {
             }
             let f = SparseHeader::parse(tail.get(512..1024).unwrap_or_default())?;
             if f.gd_offset == GD_AT_END {
-                return Err(DiskError::corrupt("VMDK footer", "no grain directory offset"));
+                return Err(DiskError::corrupt(
+                    "VMDK footer",
+                    "no grain directory offset",
+                ));
             }
             h = f;
         }
@@ -357,7 +380,11 @@ impl Vmdk {
             )));
         }
         let mut gd = vec![0u8; (gd_n * 4) as usize];
-        rd(&mut gd, h.gd_offset.saturating_mul(SECTOR), "the grain directory")?;
+        rd(
+            &mut gd,
+            h.gd_offset.saturating_mul(SECTOR),
+            "the grain directory",
+        )?;
         let mut gte = vec![0u32; (gd_n * per_gt) as usize];
         let mut gt = vec![0u8; (per_gt * 4) as usize];
         for i in 0..gd_n as usize {
@@ -397,7 +424,10 @@ impl Vmdk {
     }
 
     fn read_file(&self, buf: &mut [u8], off: u64, what: &str) -> Result<()> {
-        if off.checked_add(buf.len() as u64).is_none_or(|e| e > self.file_len) {
+        if off
+            .checked_add(buf.len() as u64)
+            .is_none_or(|e| e > self.file_len)
+        {
             return Err(DiskError::corrupt(
                 "VMDK grain table",
                 format!("{what} at byte {off:#x} is past the end of {}", self.name),
@@ -552,8 +582,14 @@ mod tests {
     #[test]
     fn descriptor_is_found() {
         let d = stream_descriptor(7, 20480, "a.vmdk");
-        assert_eq!(descriptor_create_type(d.as_bytes()).as_deref(), Some("streamOptimized"));
-        assert_eq!(extents(&d), vec![("RW".into(), 20480, "SPARSE".into(), "a.vmdk".into())]);
+        assert_eq!(
+            descriptor_create_type(d.as_bytes()).as_deref(),
+            Some("streamOptimized")
+        );
+        assert_eq!(
+            extents(&d),
+            vec![("RW".into(), 20480, "SPARSE".into(), "a.vmdk".into())]
+        );
         assert!(descriptor_create_type(b"\x7fELF\x02\x01").is_none());
     }
 }
