@@ -73,15 +73,16 @@ pub struct Args {
     /// Prepare this partition instead of the root filesystem found automatically.
     #[arg(long, value_name = "N")]
     pub partition: Option<u32>,
-    /// Do not detect the format: read the image as `raw` or `qcow2`.
+    /// Do not detect the format: read the image as `raw`, `qcow2`, `vmdk` or `vhd`.
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<Format>,
     /// Write the prepared image here (the input is only read) instead of editing in place.
     #[arg(long, short = 'o', value_name = "OUT")]
     pub output: Option<PathBuf>,
-    /// Format of the --output image.
-    #[arg(long, value_name = "FORMAT", default_value = "qcow2", value_parser = ["qcow2", "raw"])]
-    pub output_format: String,
+    /// Format of the --output image: qcow2, raw, vmdk (streamOptimized) or vhd (see
+    /// --vhd-subformat). Default: from the output's suffix (.vmdk, .vhd, .raw), else qcow2.
+    #[arg(long, value_name = "FORMAT", value_parser = ["qcow2", "raw", "vmdk", "vhd"])]
+    pub output_format: Option<String>,
     #[command(flatten)]
     pub out: OutputArgs,
     /// Quiet: no plan, no summary line, no progress bar; only warnings and errors (on
@@ -173,7 +174,8 @@ pub fn run(a: &Args) -> Result<()> {
             format: a.format,
         },
     )?;
-    let copts = a.out.convert_options(&a.output_format)?;
+    let format = super::shrink::output_format(a.output_format.as_deref(), out);
+    let copts = a.out.convert_options(&format)?;
     let bar = Bar::new(a.quiet || a.json);
     let (outcome, conv) = img.prepare_to(&profile, &opts, a.partition, out, &copts, &bar)?;
     if a.json {
