@@ -13,9 +13,8 @@
 //! largest one, exactly as qemu decides.
 
 use crate::le::{be16, be32, be64, put};
+use imgscrub_disk::RawFile;
 use imgscrub_disk::{AllocKind, AllocRange, BlockDev, DiskError, Result, check_range};
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// Size of the footer.
@@ -259,9 +258,8 @@ impl DynamicHeader {
 }
 
 /// A fixed or dynamic VHD, read-only.
-#[derive(Debug)]
 pub struct Vhd {
-    file: File,
+    file: Box<dyn BlockDev>,
     name: String,
     file_len: u64,
     len: u64,
@@ -276,32 +274,39 @@ struct Dynamic {
     bat: Vec<u32>,
 }
 
+impl std::fmt::Debug for Vhd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vhd")
+            .field("name", &self.name)
+            .field("len", &self.len)
+            .field("dynamic", &self.dynamic.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Vhd {
     /// Open the file at `path`.
     pub fn open(path: &Path) -> Result<Self> {
-        let file =
-            File::open(path).map_err(|e| DiskError::io(format!("open {}", path.display()), e))?;
-        Self::from_file(file, &path.display().to_string())
+        let file = RawFile::open(path)?;
+        Self::from_dev(Box::new(file), &path.display().to_string())
     }
 
-    /// Read the structures of an open file (`name` is used in messages).
-    pub fn from_file(file: File, name: &str) -> Result<Self> {
-        let file_len = file
-            .metadata()
-            .map_err(|e| DiskError::io(format!("stat {name}"), e))?
-            .len();
-        let rd = |buf: &mut [u8], off: u64, what: &str| -> Result<()> {
-            if off
-                .checked_add(buf.len() as u64)
-                .is_none_or(|e| e > file_len)
-            {
+    /// Read the structures of a VHD file held by `file` (a raw file, or memory; `name` is
+    /// used in messages). Memory used is bounded by the tables present in the file.
+    pub fn from_dev(file: Box<dyn BlockDev>, name: &str) -> Result<Self> {
+        let file_len = file.len();
+        let fits = |off: u64, len: u64, what: &str| -> Result<()> {
+            if off.checked_add(len).is_none_or(|e| e > file_len) {
                 return Err(DiskError::corrupt(
                     "VHD",
                     format!("{what} at byte {off:#x} is past the end of {name}"),
                 ));
             }
-            file.read_exact_at(buf, off)
-                .map_err(|e| DiskError::io(format!("read {what} of {name}"), e))
+            Ok(())
+        };
+        let rd = |buf: &mut [u8], off: u64, what: &str| -> Result<()> {
+            fits(off, buf.len() as u64, what)?;
+            file.read_at(buf, off)
         };
         if file_len < FOOTER_SIZE {
             return Err(DiskError::corrupt(
@@ -360,6 +365,11 @@ impl Vhd {
                         ),
                     ));
                 }
+                fits(
+                    h.table_offset,
+                    u64::from(h.max_table_entries) * 4,
+                    "the block allocation table",
+                )?;
                 let mut bat = vec![0u8; h.max_table_entries as usize * 4];
                 rd(&mut bat, h.table_offset, "the block allocation table")?;
                 let bat = bat
@@ -406,9 +416,7 @@ impl Vhd {
                 format!("{what} at byte {off:#x} is past the end of {}", self.name),
             ));
         }
-        self.file
-            .read_exact_at(buf, off)
-            .map_err(|e| DiskError::io(format!("read {what} of {}", self.name), e))
+        self.file.read_at(buf, off)
     }
 }
 

@@ -11,9 +11,8 @@
 //! footer marker, footer, end-of-stream marker.
 
 use crate::le::{le16, le32, le64, put};
+use imgscrub_disk::RawFile;
 use imgscrub_disk::{AllocKind, AllocRange, BlockDev, DiskError, Result, check_range};
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -129,7 +128,8 @@ impl SparseHeader {
         if !self.granularity.is_power_of_two() || !(8..=2048).contains(&self.granularity) {
             return bad(format!("grain size of {} sectors", self.granularity));
         }
-        if self.num_gtes_per_gt == 0 || self.num_gtes_per_gt > 65536 {
+        // qemu's limit too.
+        if self.num_gtes_per_gt == 0 || self.num_gtes_per_gt > 512 {
             return bad(format!("{} entries per grain table", self.num_gtes_per_gt));
         }
         if self.capacity > (1 << 40) {
@@ -252,9 +252,8 @@ pub fn sparse_subformat(head: &[u8]) -> String {
 }
 
 /// A monolithicSparse or streamOptimized VMDK, read-only.
-#[derive(Debug)]
 pub struct Vmdk {
-    file: File,
+    file: Box<dyn BlockDev>,
     name: String,
     file_len: u64,
     len: u64,
@@ -262,38 +261,49 @@ pub struct Vmdk {
     compressed: bool,
     markers: bool,
     zero_grain: bool,
-    /// Sector of every grain (0 = unallocated, 1 with `zero_grain` = zero).
-    gte: Vec<u32>,
+    /// Entries per grain table.
+    per_gt: u64,
+    /// The grain tables by grain directory index (`None`: not allocated, all zero); each
+    /// entry the sector of a grain (0 = unallocated, 1 with `zero_grain` = zero).
+    gts: Vec<Option<Vec<u32>>>,
     /// The last grain decompressed.
     cache: Mutex<Option<(u64, Vec<u8>)>>,
+}
+
+impl std::fmt::Debug for Vmdk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vmdk")
+            .field("name", &self.name)
+            .field("len", &self.len)
+            .field("grain", &self.grain)
+            .field("compressed", &self.compressed)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Vmdk {
     /// Open the file at `path`.
     pub fn open(path: &Path) -> Result<Self> {
-        let file =
-            File::open(path).map_err(|e| DiskError::io(format!("open {}", path.display()), e))?;
-        Self::from_file(file, &path.display().to_string())
+        let file = RawFile::open(path)?;
+        Self::from_dev(Box::new(file), &path.display().to_string())
     }
 
-    /// Read the structures of an open file (`name` is used in messages).
-    pub fn from_file(file: File, name: &str) -> Result<Self> {
-        let file_len = file
-            .metadata()
-            .map_err(|e| DiskError::io(format!("stat {name}"), e))?
-            .len();
-        let rd = |buf: &mut [u8], off: u64, what: &str| -> Result<()> {
-            if off
-                .checked_add(buf.len() as u64)
-                .is_none_or(|e| e > file_len)
-            {
+    /// Read the structures of a VMDK file held by `file` (a raw file, or memory; `name` is
+    /// used in messages). Memory used is bounded by the tables present in the file.
+    pub fn from_dev(file: Box<dyn BlockDev>, name: &str) -> Result<Self> {
+        let file_len = file.len();
+        let fits = |off: u64, len: u64, what: &str| -> Result<()> {
+            if off.checked_add(len).is_none_or(|e| e > file_len) {
                 return Err(DiskError::corrupt(
                     "VMDK",
                     format!("{what} at byte {off:#x} is past the end of {name}"),
                 ));
             }
-            file.read_exact_at(buf, off)
-                .map_err(|e| DiskError::io(format!("read {what} of {name}"), e))
+            Ok(())
+        };
+        let rd = |buf: &mut [u8], off: u64, what: &str| -> Result<()> {
+            fits(off, buf.len() as u64, what)?;
+            file.read_at(buf, off)
         };
         let mut hb = [0u8; 512];
         rd(&mut hb, 0, "the header")?;
@@ -305,6 +315,11 @@ impl Vmdk {
                  descriptor file with `qemu-img convert -O qcow2`"
             )));
         }
+        fits(
+            h.desc_offset.saturating_mul(SECTOR),
+            h.desc_size.saturating_mul(SECTOR),
+            "the descriptor",
+        )?;
         if h.desc_size > 2048 {
             return Err(DiskError::corrupt(
                 "VMDK descriptor",
@@ -379,27 +394,31 @@ impl Vmdk {
                 grains
             )));
         }
+        // Allocate only for what the file holds.
+        fits(
+            h.gd_offset.saturating_mul(SECTOR),
+            gd_n * 4,
+            "the grain directory",
+        )?;
         let mut gd = vec![0u8; (gd_n * 4) as usize];
         rd(
             &mut gd,
             h.gd_offset.saturating_mul(SECTOR),
             "the grain directory",
         )?;
-        let mut gte = vec![0u32; (gd_n * per_gt) as usize];
+        let mut gts = Vec::with_capacity(gd_n as usize);
         let mut gt = vec![0u8; (per_gt * 4) as usize];
         for i in 0..gd_n as usize {
             let sector = le32(&gd, i * 4);
             if sector == 0 {
+                gts.push(None);
                 continue;
             }
             rd(&mut gt, u64::from(sector) * SECTOR, "a grain table")?;
-            for j in 0..per_gt as usize {
-                if let Some(e) = gte.get_mut(i * per_gt as usize + j) {
-                    *e = le32(&gt, j * 4);
-                }
-            }
+            gts.push(Some(
+                (0..per_gt as usize).map(|j| le32(&gt, j * 4)).collect(),
+            ));
         }
-        gte.truncate(grains as usize);
         Ok(Vmdk {
             file,
             name: name.to_string(),
@@ -409,14 +428,21 @@ impl Vmdk {
             compressed,
             markers,
             zero_grain: h.flags & FLAG_ZERO_GRAIN != 0,
-            gte,
+            per_gt,
+            gts,
             cache: Mutex::new(None),
         })
     }
 
     /// Sector of grain `g`, `None` when it reads as zeros.
     fn grain_sector(&self, g: u64) -> Option<u64> {
-        match self.gte.get(g as usize).copied() {
+        let e = self
+            .gts
+            .get((g / self.per_gt) as usize)
+            .and_then(|t| t.as_ref())
+            .and_then(|t| t.get((g % self.per_gt) as usize))
+            .copied();
+        match e {
             None | Some(0) => None,
             Some(1) if self.zero_grain => None,
             Some(s) => Some(u64::from(s)),
@@ -433,9 +459,7 @@ impl Vmdk {
                 format!("{what} at byte {off:#x} is past the end of {}", self.name),
             ));
         }
-        self.file
-            .read_exact_at(buf, off)
-            .map_err(|e| DiskError::io(format!("read {what} of {}", self.name), e))
+        self.file.read_at(buf, off)
     }
 
     /// Decompress grain `g` stored at `sector` into `out` (one grain long).
