@@ -269,6 +269,16 @@ fn qemu_made_inputs_read_as_qemu_reads_them_and_others_are_refused() {
         let e = String::from_utf8_lossy(&o.stderr);
         assert!(e.contains("read-only") && e.contains("--output"), "{e}");
         assert!(std::fs::read(&x).unwrap() == before);
+        // A qcow2 over it is refused (never read through as raw).
+        let over = t.path().join("over.qcow2");
+        run_ok(
+            tool("qemu-img")
+                .args(["create", "-f", "qcow2", "-F", fmt, "-b"])
+                .arg(&x)
+                .arg(&over),
+        );
+        let o = imgscrub(&["inspect", s(&over)]);
+        assert_eq!(o.status.code(), Some(3), "{o:?}");
         // An output that is the input is refused.
         let o = imgscrub(&["convert", "-q", s(&x), s(&x)]);
         assert!(!o.status.success());

@@ -210,6 +210,24 @@ impl Image {
             }
             Format::Qcow2 => {
                 let (chain, w) = backing_chain(path);
+                // The qcow2 layer follows qcow2 and raw backing files, and takes a file
+                // without qcow2 magic for raw: never let it read a VMDK, VHD… that way.
+                for b in &chain {
+                    if let Ok(d) = detect(Path::new(&b.path))
+                        && !matches!(d.kind, Kind::Raw | Kind::Qcow2 | Kind::Luks)
+                    {
+                        return Err(open_unsupported(
+                            path,
+                            format!(
+                                "its backing file {} is {d}; imgscrub follows qcow2 and raw \
+                                 backing files only: flatten it first with `qemu-img convert \
+                                 -O qcow2 {} flat.qcow2`",
+                                b.path,
+                                path.display()
+                            ),
+                        ));
+                    }
+                }
                 warnings.extend(w);
                 (open_qcow2(path, opts.write)?, chain)
             }
