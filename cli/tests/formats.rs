@@ -256,7 +256,7 @@ fn qemu_made_inputs_read_as_qemu_reads_them_and_others_are_refused() {
             std::fs::read(&want).unwrap() == std::fs::read(&got).unwrap(),
             "{sub}: differs from qemu-img convert -O raw"
         );
-        assert_eq!(ok(&["cat", s(&x), "/etc/hostname"]).is_empty(), false);
+        assert!(!ok(&["cat", s(&x), "/etc/hostname"]).is_empty());
         // Read-only formats: in-place edits are refused (exit 3), the file is untouched.
         let before = std::fs::read(&x).unwrap();
         let o = imgscrub(&["sparsify", "-q", s(&x)]);

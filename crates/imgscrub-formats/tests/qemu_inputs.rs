@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Images made by `qemu-img convert -O vmdk|vpc|vhdx|vdi|qed|qcow|parallels` from our
 //! fixtures: the formats imgscrub reads give exactly what `qemu-img convert -O raw` gives; the
 //! others are detected by name and refused, never taken for raw.
