@@ -136,6 +136,7 @@ fn vmdk_and_vhd_outputs_are_exact_named_checked_and_deterministic() {
     assert_eq!(v["output_size"], std::fs::metadata(&out).unwrap().len());
     assert!(v["clusters_compressed"].as_u64().unwrap() > 0, "{v}");
     assert_eq!(v["clusters_raw"], 0, "{v}");
+    assert_eq!(v["output_format"], "vmdk", "{v}");
 }
 
 #[test]

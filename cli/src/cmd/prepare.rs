@@ -24,6 +24,8 @@ Examples:
       scrub the image in place and add what SmartOS LX zones need
   imgscrub prepare in.qcow2 --profile linux --output out.qcow2 --compress zstd
       one pass: in.qcow2 is only read; out.qcow2 is scrubbed, free space zeroed, compressed
+  imgscrub prepare in.qcow2 --profile linux --output out.vmdk
+      the same into a streamOptimized VMDK (vSphere, OVA, AWS); out.vhd: a fixed VHD (Azure)
   SOURCE_DATE_EPOCH=1700000000 imgscrub prepare in.qcow2 --output out.qcow2
       reproducible: every time written is that one, so each run gives the same bytes
   imgscrub prepare disk.qcow2 --profile ./site.toml --json > report.json

@@ -180,6 +180,7 @@ pub fn convert(a: &ConvertArgs) -> Result<()> {
         let mut v = convert_json(&r);
         let input = std::fs::metadata(&a.input)?.len();
         v["seconds"] = secs.into();
+        v["output_format"] = opts.format.as_str().into();
         v["input_size"] = input.into();
         v["size_ratio"] = (r.output_size as f64 / input.max(1) as f64).into();
         println!("{}", serde_json::to_string_pretty(&v)?);
