@@ -249,3 +249,53 @@ fn damaged_headers_are_errors_not_panics() {
     let det = detect_file(&File::open(input).unwrap(), input).unwrap();
     assert_eq!(det.kind, Kind::Raw);
 }
+
+/// A dynamic VHD's sector bitmap is honoured (a clear bit reads as zeros, as the
+/// specification says), and a differencing disk is refused by name.
+#[test]
+fn vhd_sector_bitmaps_and_differencing_disks() {
+    require_tools!("qemu-img");
+    let d = tempfile::tempdir().unwrap();
+    let input = &inputs(d.path())[1];
+    let img = d.path().join("dyn.vhd");
+    qemu_convert(input, &img, "vpc", Some("dynamic"));
+    let mut file = std::fs::read(&img).unwrap();
+    let bat0 = u32::from_be_bytes(file[1536..1540].try_into().unwrap());
+    assert_ne!(bat0, u32::MAX, "block 0 holds data");
+    let bitmap = bat0 as usize * 512;
+    // Clear the bit of sector 1 (bit 6 of the first byte, most significant bit first).
+    file[bitmap] &= !0x40;
+    std::fs::write(&img, &file).unwrap();
+    let v = Vhd::open(&img).unwrap();
+    let mut got = vec![0u8; 3 * 512];
+    v.read_at(&mut got, 0).unwrap();
+    let want = std::fs::read(input).unwrap();
+    assert_eq!(&got[..512], &want[..512]);
+    assert!(
+        got[512..1024].iter().all(|&b| b == 0),
+        "sector 1 is not stored"
+    );
+    assert_eq!(&got[1024..], &want[1024..1536]);
+
+    // Differencing: the same footer with disk type 4 (checksum fixed up), at both ends.
+    let mut diff = std::fs::read(&img).unwrap();
+    let n = diff.len();
+    for at in [0, n - 512] {
+        diff[at + 60..at + 64].copy_from_slice(&4u32.to_be_bytes());
+        diff[at + 64..at + 68].fill(0);
+        let sum = !diff[at..at + 512]
+            .iter()
+            .fold(0u32, |a, &b| a.wrapping_add(u32::from(b)));
+        diff[at + 64..at + 68].copy_from_slice(&sum.to_be_bytes());
+    }
+    let p = d.path().join("diff.vhd");
+    std::fs::write(&p, &diff).unwrap();
+    let det = detect_file(&File::open(&p).unwrap(), &p).unwrap();
+    assert_eq!(
+        (det.kind, det.subformat.as_deref()),
+        (Kind::Vhd, Some("differencing"))
+    );
+    assert!(det.refusal(&p).unwrap().contains("differencing"));
+    let e = Vhd::open(&p).unwrap_err().to_string();
+    assert!(e.contains("differencing"), "{e}");
+}
