@@ -295,6 +295,42 @@ mod tests {
     }
 
     #[test]
+    fn formats_qemu_img_cannot_create_are_known_by_their_magic() {
+        let at0 = |m: &[u8]| {
+            let mut h = vec![0u8; 4096];
+            h[..m.len()].copy_from_slice(m);
+            detect(&h, &[], 4096)
+        };
+        assert_eq!(at0(b"Bochs Virtual HD Image").kind, Kind::Bochs);
+        let cloop = b"#!/bin/sh\n#V2.0 Format\nmodprobe cloop file=$0 && mount -r -t iso9660 /dev/cloop $1\n";
+        assert_eq!(at0(cloop).kind, Kind::Cloop);
+        assert_eq!(at0(b"WithoutFreeSpace").kind, Kind::Parallels);
+        assert_eq!(at0(b"QED\0").kind, Kind::Qed);
+        assert_eq!(at0(b"COWD").subformat.as_deref(), Some("vmfsSparse"));
+        assert_eq!(at0(b"LUKS\xba\xbe").kind, Kind::Luks);
+        assert!(at0(b"LUKS\xba\xbe").readable());
+        let desc = b"# Disk DescriptorFile\nversion=1\ncreateType=\"vmfs\"\n";
+        let d = at0(desc);
+        assert_eq!((d.kind, d.subformat.as_deref()), (Kind::Vmdk, Some("vmfs")));
+        assert!(!d.readable());
+        // DMG: the koly trailer in the last sector.
+        let mut dmg = vec![0u8; 8192];
+        dmg[8192 - 512..8192 - 508].copy_from_slice(b"koly");
+        assert_eq!(
+            detect(&dmg[..4096], &dmg[8192 - 512..], 8192).kind,
+            Kind::Dmg
+        );
+        // A dynamic VHD's footer copy at the start.
+        let mut vhd = vec![0u8; 4096];
+        vhd[..8].copy_from_slice(b"conectix");
+        vhd[63] = 3;
+        assert_eq!(
+            detect(&vhd, &[], 4096).subformat.as_deref(),
+            Some("dynamic")
+        );
+    }
+
+    #[test]
     fn refusal_names_the_format_and_the_command() {
         let d = Detected::new(Kind::Vdi);
         let m = d.refusal(Path::new("/x/disk.vdi")).unwrap();
