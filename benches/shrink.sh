@@ -9,6 +9,7 @@
 #   (d9) the same with --level 9, for reference
 #
 #   benches/shrink.sh [WORKDIR]        (env: TREE=/usr/share  IMGSCRUB="cmd"  KEEP=1  NICE=-10
+#                                            ONLY_IMAGE=1: build the image and stop
 #                                            RUNS=3: runs per variant, the median is reported)
 #
 # NICE runs every measured command (baselines and ours alike) at that nice level, which
@@ -68,6 +69,7 @@ if [ ! -f "$disk" ]; then
   echo "$root_start $root_end" > root.range
   mv disk.tmp "$disk"
 fi
+[ -n "${ONLY_IMAGE:-}" ] && exit 0   # benches/formats.sh: just the image
 read -r root_start root_end < root.range
 root_len=$((root_end - root_start))
 vsize=$(stat -c %s "$disk")

@@ -21,7 +21,7 @@ pub struct Target {
     /// instead of the root filesystem found automatically.
     #[arg(long, value_name = "N")]
     pub partition: Option<u32>,
-    /// Do not detect the format: read the image as `raw` or `qcow2`.
+    /// Do not detect the format: read the image as `raw`, `qcow2`, `vmdk` or `vhd`.
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<Format>,
 }

@@ -23,7 +23,7 @@ pub struct Args {
     /// Print the inspection as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Do not detect the format: read the image as `raw` or `qcow2`.
+    /// Do not detect the format: read the image as `raw`, `qcow2`, `vmdk` or `vhd`.
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<Format>,
 }

@@ -24,6 +24,8 @@ Examples:
       scrub the image in place and add what SmartOS LX zones need
   imgscrub prepare in.qcow2 --profile linux --output out.qcow2 --compress zstd
       one pass: in.qcow2 is only read; out.qcow2 is scrubbed, free space zeroed, compressed
+  imgscrub prepare in.qcow2 --profile linux --output out.vmdk
+      the same into a streamOptimized VMDK (vSphere, OVA, AWS); out.vhd: a fixed VHD (Azure)
   SOURCE_DATE_EPOCH=1700000000 imgscrub prepare in.qcow2 --output out.qcow2
       reproducible: every time written is that one, so each run gives the same bytes
   imgscrub prepare in.qcow2 --profile lx-centos --export-tar rootfs.tar.zst
@@ -75,15 +77,16 @@ pub struct Args {
     /// Prepare this partition instead of the root filesystem found automatically.
     #[arg(long, value_name = "N")]
     pub partition: Option<u32>,
-    /// Do not detect the format: read the image as `raw` or `qcow2`.
+    /// Do not detect the format: read the image as `raw`, `qcow2`, `vmdk` or `vhd`.
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<Format>,
     /// Write the prepared image here (the input is only read) instead of editing in place.
     #[arg(long, short = 'o', value_name = "OUT")]
     pub output: Option<PathBuf>,
-    /// Format of the --output image.
-    #[arg(long, value_name = "FORMAT", default_value = "qcow2", value_parser = ["qcow2", "raw"])]
-    pub output_format: String,
+    /// Format of the --output image: qcow2, raw, vmdk (streamOptimized) or vhd (see
+    /// --vhd-subformat). Default: from the output's suffix (.vmdk, .vhd, .raw), else qcow2.
+    #[arg(long, value_name = "FORMAT", value_parser = ["qcow2", "raw", "vmdk", "vhd"])]
+    pub output_format: Option<String>,
     #[command(flatten)]
     pub out: OutputArgs,
     /// Write the prepared guest tree as a tarball here (.tar, .tar.gz, .tar.zst) instead of
@@ -184,7 +187,8 @@ pub fn run(a: &Args) -> Result<()> {
             format: a.format,
         },
     )?;
-    let copts = a.out.convert_options(&a.output_format)?;
+    let format = super::shrink::output_format(a.output_format.as_deref(), out);
+    let copts = a.out.convert_options(&format)?;
     let bar = Bar::new(a.quiet || a.json);
     let (outcome, conv) = img.prepare_to(&profile, &opts, a.partition, out, &copts, &bar)?;
     if a.json {

@@ -17,6 +17,9 @@ pub enum Compression {
     /// One zstd frame per cluster: qcow2 `compression_type` 1 (qemu 5.1 and later).
     #[default]
     Zstd,
+    /// Deflate in zlib framing (RFC 1950, 32 KiB window), every cluster stored compressed
+    /// whatever its size: the grains of a streamOptimized VMDK.
+    Deflate,
 }
 
 impl Compression {
@@ -28,6 +31,7 @@ impl Compression {
             Compression::None => 0,
             Compression::Zlib => 9,
             Compression::Zstd => 3,
+            Compression::Deflate => 6,
         }
     }
 
@@ -35,7 +39,7 @@ impl Compression {
     pub fn check_level(self, level: i32) -> Result<()> {
         let ok = match self {
             Compression::None => true,
-            Compression::Zlib => (0..=9).contains(&level),
+            Compression::Zlib | Compression::Deflate => (0..=9).contains(&level),
             Compression::Zstd => (-7..=22).contains(&level) && level != 0,
         };
         if ok {
@@ -92,6 +96,12 @@ impl ClusterCompressor {
             Compression::Zlib => {
                 c.zlib = Some(new_deflate(level));
             }
+            Compression::Deflate => {
+                c.zlib = Some(Compress::new(
+                    flate2::Compression::new(level.unsigned_abs()),
+                    true,
+                ));
+            }
             Compression::Zstd => {
                 c.zstd = Some(zstd::bulk::Compressor::new(level).map_err(|e| {
                     ShrinkError::Compress {
@@ -118,7 +128,13 @@ impl ClusterCompressor {
     /// Compress one cluster onto the end of `out` (no intermediate copy). Returns true when
     /// the compressed bytes, at most `input.len() − 1` long (qemu's rule), were appended;
     /// false, with `out` as it was, when the cluster should be stored uncompressed.
+    ///
+    /// [`Compression::Deflate`] always appends (every VMDK grain is stored compressed, even
+    /// one that grows).
     pub fn compress_append(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<bool> {
+        if self.kind == Compression::Deflate {
+            return self.deflate_append(input, out).map(|()| true);
+        }
         let max = input.len().saturating_sub(1);
         if max == 0 {
             return Ok(false);
@@ -126,7 +142,7 @@ impl ClusterCompressor {
         let at = out.len();
         out.reserve(max);
         let fits = match self.kind {
-            Compression::None => false,
+            Compression::None | Compression::Deflate => false,
             Compression::Zlib => {
                 let Some(z) = self.zlib.as_mut() else {
                     return Ok(false);
@@ -165,6 +181,33 @@ impl ClusterCompressor {
         } else {
             out.truncate(at);
             Ok(false)
+        }
+    }
+}
+
+impl ClusterCompressor {
+    /// One complete zlib stream of `input` onto the end of `out`.
+    fn deflate_append(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        let Some(z) = self.zlib.as_mut() else {
+            return Err(ShrinkError::Compress {
+                codec: "deflate",
+                detail: "no compressor".into(),
+            });
+        };
+        z.reset();
+        let at = out.len();
+        // More than deflateBound: the stream always ends in one call.
+        out.reserve(input.len() + input.len() / 8 + 128);
+        match z.compress_vec(input, out, FlushCompress::Finish) {
+            Ok(Status::StreamEnd) => Ok(()),
+            other => {
+                out.truncate(at);
+                *z = Compress::new(flate2::Compression::new(self.level.unsigned_abs()), true);
+                Err(ShrinkError::Compress {
+                    codec: "deflate",
+                    detail: format!("the stream did not end: {other:?}"),
+                })
+            }
         }
     }
 }

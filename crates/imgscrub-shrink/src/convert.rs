@@ -1,5 +1,6 @@
 //! The parallel converter: read a [`BlockDev`] once, in guest order, and write qcow2
-//! (compressed on every core) or sparse raw.
+//! (compressed on every core), sparse raw, streamOptimized VMDK (compressed on every core)
+//! or VHD (fixed or dynamic).
 //!
 //! The input is cut into groups of clusters (1 MiB). One worker per core (rayon's thread
 //! count, so `RAYON_NUM_THREADS` applies) takes the next group, asks `allocation()` and the
@@ -12,6 +13,7 @@
 //! every core stays busy to the end. The output depends only on the input and the options.
 
 use crate::compress::{ClusterCompressor, Compression, is_zero};
+use crate::disk_out::{VhdStream, VmdkStream};
 use crate::error::{Result, ShrinkError};
 use crate::output::OutputFile;
 use crate::progress::Progress;
@@ -41,6 +43,27 @@ pub enum OutputFormat {
     Qcow2,
     /// A sparse raw file: zero runs stay holes.
     Raw,
+    /// streamOptimized VMDK (vSphere, OVA, AWS import): every grain deflate-compressed
+    /// ([`Compression::Deflate`] whatever [`ConvertOptions::compression`] says; the level
+    /// applies), grain = cluster size.
+    Vmdk,
+    /// Fixed VHD (Azure, AWS): virtual size rounded up to a whole MiB, then the footer.
+    VhdFixed,
+    /// Dynamic VHD: 2 MiB blocks for the data only.
+    VhdDynamic,
+}
+
+impl OutputFormat {
+    /// The name used on the command line: `qcow2`, `raw`, `vmdk`, `vhd`, `vhd-dynamic`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputFormat::Qcow2 => "qcow2",
+            OutputFormat::Raw => "raw",
+            OutputFormat::Vmdk => "vmdk",
+            OutputFormat::VhdFixed => "vhd",
+            OutputFormat::VhdDynamic => "vhd-dynamic",
+        }
+    }
 }
 
 /// Options of [`convert`].
@@ -150,6 +173,8 @@ pub fn convert(
         }
         OutputFormat::Raw => Compression::None,
         OutputFormat::Qcow2 => opts.compression,
+        OutputFormat::Vmdk => Compression::Deflate,
+        OutputFormat::VhdFixed | OutputFormat::VhdDynamic => Compression::None,
     };
     let level = opts.level.unwrap_or(compression.default_level());
     compression.check_level(level)?;
@@ -158,8 +183,10 @@ pub fn convert(
     let len = input.len();
     let virtual_size = match opts.format {
         // qemu sizes images in 512-byte sectors.
-        OutputFormat::Qcow2 => len.next_multiple_of(512),
+        OutputFormat::Qcow2 | OutputFormat::Vmdk => len.next_multiple_of(512),
         OutputFormat::Raw => len,
+        // Azure's rule: a whole number of MiB.
+        OutputFormat::VhdFixed | OutputFormat::VhdDynamic => len.max(1).next_multiple_of(1 << 20),
     };
     let mut sink = match opts.format {
         OutputFormat::Qcow2 => Sink::Qcow2(Box::new(Qcow2Stream::create(
@@ -179,6 +206,10 @@ pub fn convert(
             .validate()?;
             Sink::Raw(RawSink::create(out_path, len, cs)?)
         }
+        OutputFormat::Vmdk => Sink::Vmdk(Box::new(VmdkStream::create(out_path, virtual_size, cs)?)),
+        OutputFormat::VhdFixed | OutputFormat::VhdDynamic => Sink::Vhd(Box::new(
+            VhdStream::create(out_path, len, cs, opts.format == OutputFormat::VhdDynamic)?,
+        )),
     };
     let clusters = len.div_ceil(cs);
     let per_group = (READ_GROUP / cs).max(1);
@@ -439,6 +470,8 @@ impl Ctx<'_> {
 enum Sink {
     Qcow2(Box<Qcow2Stream>),
     Raw(RawSink),
+    Vmdk(Box<VmdkStream>),
+    Vhd(Box<VhdStream>),
 }
 
 impl Sink {
@@ -478,6 +511,19 @@ impl Sink {
                         report.bytes_written += r.write_cluster(index, bytes(v))?;
                     }
                 }
+                Sink::Vmdk(v) => {
+                    let cluster = match &out {
+                        Out::Zero => ClusterData::Zero,
+                        Out::Raw(r) => ClusterData::Raw(bytes(r)),
+                        Out::Compressed(r) => ClusterData::Compressed(bytes(r)),
+                    };
+                    v.push(index, cluster)?;
+                }
+                Sink::Vhd(v) => {
+                    if let Out::Raw(r) | Out::Compressed(r) = &out {
+                        report.bytes_written += v.push(index, ClusterData::Raw(bytes(r)))?;
+                    }
+                }
             }
         }
         Ok((covered, data))
@@ -491,6 +537,11 @@ impl Sink {
                 Ok((s.file_size, s.file_size))
             }
             Sink::Raw(r) => r.finish(sync),
+            Sink::Vmdk(v) => {
+                let size = v.finish(sync)?;
+                Ok((size, size))
+            }
+            Sink::Vhd(v) => v.finish(sync),
         }
     }
 }

@@ -34,6 +34,7 @@
 
 pub mod compress;
 pub mod convert;
+pub mod disk_out;
 mod error;
 pub mod output;
 pub mod progress;
@@ -43,6 +44,7 @@ pub mod sparsify;
 
 pub use compress::Compression;
 pub use convert::{ConvertOptions, ConvertReport, OutputFormat, convert};
+pub use disk_out::{VhdStream, VmdkStream};
 pub use error::{Result, ShrinkError};
 pub use output::{OutputFile, same_file};
 pub use progress::{NoProgress, Progress};

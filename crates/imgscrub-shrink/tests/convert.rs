@@ -377,3 +377,55 @@ fn a_cancelled_conversion_leaves_nothing() {
     assert_eq!(progress.0.load(std::sync::atomic::Ordering::Relaxed), 3);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+/// VMDK and VHD outputs: the same bytes whatever the number of workers (and the names stay
+/// the same: a VMDK descriptor names its file), equal to the input for qemu-img.
+#[test]
+fn vmdk_and_vhd_are_the_same_for_any_number_of_workers() {
+    require_tools!("qemu-img");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.raw");
+    // Past one grain table (32 MiB) and one VHD block, not a whole MiB.
+    let len = (35 << 20) + 4096;
+    make_input(&input, len, 0x7ee7);
+    let dev = RawFile::open(&input).unwrap();
+    for (format, qfmt, name) in [
+        (OutputFormat::Vmdk, "vmdk", "out.vmdk"),
+        (OutputFormat::VhdFixed, "vpc", "out.vhd"),
+        (OutputFormat::VhdDynamic, "vpc", "dyn.vhd"),
+    ] {
+        let opts = ConvertOptions {
+            format,
+            cluster_size: 16384,
+            ..ConvertOptions::default()
+        };
+        let mut outputs = Vec::new();
+        for threads in [1, 3] {
+            let sub = dir.path().join(format!("t{threads}"));
+            std::fs::create_dir_all(&sub).unwrap();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let out = sub.join(name);
+            let r = pool
+                .install(|| convert(&dev, &out, &opts, &NoProgress))
+                .unwrap();
+            assert_eq!(r.output_size, std::fs::metadata(&out).unwrap().len());
+            qemu_compare(&input, qfmt, &out);
+            outputs.push(std::fs::read(&out).unwrap());
+        }
+        assert!(outputs[0] == outputs[1], "{name}: outputs differ");
+        if format == OutputFormat::Vmdk {
+            let o = run_ok(
+                Command::new("qemu-img")
+                    .args(["check", "-f", "vmdk"])
+                    .arg(dir.path().join("t1").join(name)),
+            );
+            assert!(o.contains("No errors"), "{o}");
+        }
+        if format == OutputFormat::VhdFixed {
+            assert_eq!(outputs[0].len() as u64, (36 << 20) + 512);
+        }
+    }
+}

@@ -1,21 +1,22 @@
-//! Opening an image: format detection (raw vs qcow2) and the device behind it.
+//! Opening an image: format detection by magic (every format `qemu-img info` knows, see
+//! `imgscrub-formats`) and the device behind it: raw, qcow2, VMDK (monolithicSparse,
+//! streamOptimized; read-only) or VHD (fixed, dynamic; read-only). Other formats are refused
+//! by name with the `qemu-img convert` line that makes them readable, never read as raw.
 
 use crate::error::{Error, Result};
 use crate::inspect::BackingFile;
 use imgscrub_disk::lock::{ImageLock, LockError, LockMode};
 use imgscrub_disk::partition::{Partition, PartitionTable, discover};
 use imgscrub_disk::redo::{self, StagedFile};
-use imgscrub_disk::{AllocRange, BlockDev, RawFile, Slice};
+use imgscrub_disk::{AllocRange, BlockDev, DiskError, RawFile, Slice};
+use imgscrub_formats::{Detected, Kind};
 use serde::Serialize;
 use std::fmt;
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
-/// The qcow2 magic, `QFI\xfb`.
-pub const QCOW2_MAGIC: [u8; 4] = *b"QFI\xfb";
 /// Longest backing chain [`Image::open`] lists.
 const MAX_BACKING_DEPTH: usize = 32;
 
@@ -27,14 +28,20 @@ pub enum Format {
     Raw,
     /// QEMU copy-on-write v2/v3.
     Qcow2,
+    /// VMware VMDK, monolithicSparse or streamOptimized (read-only).
+    Vmdk,
+    /// Microsoft VHD, fixed or dynamic (read-only).
+    Vhd,
 }
 
 impl Format {
-    /// `"raw"` or `"qcow2"`.
+    /// `"raw"`, `"qcow2"`, `"vmdk"` or `"vhd"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Format::Raw => "raw",
             Format::Qcow2 => "qcow2",
+            Format::Vmdk => "vmdk",
+            Format::Vhd => "vhd",
         }
     }
 }
@@ -51,8 +58,10 @@ impl FromStr for Format {
         match s.to_ascii_lowercase().as_str() {
             "raw" => Ok(Format::Raw),
             "qcow2" => Ok(Format::Qcow2),
+            "vmdk" => Ok(Format::Vmdk),
+            "vhd" | "vpc" => Ok(Format::Vhd),
             _ => Err(format!(
-                "unknown image format `{s}` (expected raw or qcow2)"
+                "unknown image format `{s}` (expected raw, qcow2, vmdk or vhd)"
             )),
         }
     }
@@ -92,25 +101,33 @@ impl fmt::Debug for Image {
     }
 }
 
-/// Detect the format of the file at `path` by its first bytes.
+/// Detect the format of the file at `path` by its magic. A format imgscrub does not read
+/// (VHDX, VDI, QED, qcow v1, a split VMDK, a differencing VHD…) is an error that names it and
+/// says how to convert it: it is never taken for raw.
 pub fn detect_format(path: &Path) -> Result<Format> {
-    let mut f = File::open(path).map_err(|e| open_err(path, e.to_string()))?;
-    let mut magic = [0u8; 4];
-    let mut got = 0;
-    // A file shorter than the magic is raw.
-    while got < 4 {
-        match f.read(&mut magic[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(open_err(path, e.to_string())),
-        }
+    let d = detect(path)?;
+    format_of(path, &d)
+}
+
+fn detect(path: &Path) -> Result<Detected> {
+    let f = File::open(path).map_err(|e| open_err(path, e.to_string()))?;
+    Ok(imgscrub_formats::detect_file(&f, path)?)
+}
+
+fn format_of(path: &Path, d: &Detected) -> Result<Format> {
+    if let Some(why) = d.refusal(path) {
+        return Err(open_unsupported(path, why));
     }
-    Ok(if got == 4 && magic == QCOW2_MAGIC {
-        Format::Qcow2
-    } else {
-        Format::Raw
+    Ok(match d.kind {
+        Kind::Qcow2 => Format::Qcow2,
+        Kind::Vmdk => Format::Vmdk,
+        Kind::Vhd => Format::Vhd,
+        _ => Format::Raw,
     })
+}
+
+fn open_unsupported(path: &Path, why: String) -> Error {
+    Error::Disk(DiskError::Unsupported(format!("{}: {why}", path.display())))
 }
 
 fn open_err(path: &Path, message: impl Into<String>) -> Error {
@@ -160,24 +177,29 @@ impl Image {
                 recover_log(path, &mut warnings)?;
             }
         }
-        let detected = detect_format(path)?;
+        let found = detect(path)?;
         let format = match opts.format {
-            Some(Format::Qcow2) if detected != Format::Qcow2 => {
-                return Err(Error::WrongFormat {
-                    path: path.to_path_buf(),
-                    expected: "qcow2",
-                    detail: "no QFI\\xfb magic at the start".to_string(),
-                });
+            // The explicit override: whatever the magic says, byte N is byte N.
+            Some(Format::Raw) => Format::Raw,
+            Some(f) => {
+                let detected = format_of(path, &found).ok();
+                if detected != Some(f) {
+                    return Err(Error::WrongFormat {
+                        path: path.to_path_buf(),
+                        expected: f.as_str(),
+                        detail: format!("the file is {found}"),
+                    });
+                }
+                f
             }
-            Some(f) => f,
-            None => detected,
+            None => format_of(path, &found)?,
         };
         let (dev, backing): (Arc<dyn BlockDev>, _) = match format {
             Format::Raw => {
-                if detected == Format::Qcow2 {
-                    warnings.push(
-                        "the file has a qcow2 header but is read as raw (--format raw)".to_string(),
-                    );
+                if found.kind != Kind::Raw && found.kind != Kind::Luks {
+                    warnings.push(format!(
+                        "the file is {found} but is read as raw (--format raw)"
+                    ));
                 }
                 let dev: Arc<dyn BlockDev> = if opts.write {
                     Arc::new(StagedFile::open(path)?)
@@ -188,8 +210,45 @@ impl Image {
             }
             Format::Qcow2 => {
                 let (chain, w) = backing_chain(path);
+                // The qcow2 layer follows qcow2 and raw backing files, and takes a file
+                // without qcow2 magic for raw: never let it read a VMDK, VHD… that way.
+                for b in &chain {
+                    if let Ok(d) = detect(Path::new(&b.path))
+                        && !matches!(d.kind, Kind::Raw | Kind::Qcow2 | Kind::Luks)
+                    {
+                        return Err(open_unsupported(
+                            path,
+                            format!(
+                                "its backing file {} is {d}; imgscrub follows qcow2 and raw \
+                                 backing files only: flatten it first with `qemu-img convert \
+                                 -O qcow2 {} flat.qcow2`",
+                                b.path,
+                                path.display()
+                            ),
+                        ));
+                    }
+                }
                 warnings.extend(w);
                 (open_qcow2(path, opts.write)?, chain)
+            }
+            Format::Vmdk | Format::Vhd => {
+                if opts.write {
+                    return Err(open_unsupported(
+                        path,
+                        format!(
+                            "{} images are read-only in imgscrub: write the result to a new \
+                             image (`prepare --output OUT`, `convert`), or convert it first \
+                             with `qemu-img convert -O qcow2`",
+                            found
+                        ),
+                    ));
+                }
+                let dev: Arc<dyn BlockDev> = if format == Format::Vmdk {
+                    Arc::new(imgscrub_formats::Vmdk::open(path)?)
+                } else {
+                    Arc::new(imgscrub_formats::Vhd::open(path)?)
+                };
+                (dev, Vec::new())
             }
         };
         Ok(Image {
