@@ -273,7 +273,7 @@ fn rewrite_text(img: &mut [u8], pv_off: usize, edit: impl Fn(&str) -> String) {
     img[h..h + 4].copy_from_slice(&c.to_le_bytes());
 }
 
-type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+type Damage<'a> = Box<dyn Fn(&mut Vec<u8>) + 'a>;
 
 #[test]
 fn damaged_metadata_is_one_line_and_nothing_is_written() {
