@@ -114,7 +114,11 @@ fn xfs(e: &XfsError) -> ErrorCategory {
         XfsError::NotFound(_)
         | XfsError::NotADirectory(_)
         | XfsError::IsADirectory(_)
-        | XfsError::Invalid(_) => Other,
+        | XfsError::Invalid(_)
+        | XfsError::NoSpace(_)
+        | XfsError::NameTooLong(_)
+        | XfsError::Exists(_)
+        | XfsError::NotEmpty(_) => Other,
     }
 }
 
