@@ -25,6 +25,22 @@ impl LvmFixture {
     }
 }
 
+impl LvmFixture {
+    /// Copy LV `vg/lv` of the image as it is now into `out`, read with dd at the mapping lvm2
+    /// reports (`fixtures/mklvm.sh --extract`): an independent reader of our writes.
+    pub fn extract(&self, vg: &str, lv: &str, out: &Path) {
+        run_ok(
+            Command::new("bash")
+                .arg(fixture("mklvm.sh"))
+                .arg("--extract")
+                .arg(&self.dir)
+                .arg(vg)
+                .arg(lv)
+                .arg(out),
+        );
+    }
+}
+
 /// True when loop devices can be made here (root); otherwise skip, or fail under CI.
 fn can_losetup() -> bool {
     let root = run(Command::new("id").arg("-u")).stdout == b"0\n";
