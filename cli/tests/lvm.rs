@@ -150,3 +150,78 @@ fn thin_pools_are_refused_by_name_and_nothing_is_written() {
         "a refused prepare wrote"
     );
 }
+
+/// `sparsify` zeroes the PV extents no LV uses and the swap LV behind its header (filled
+/// with garbage here, at the places `pvs --segments` reports), leaves the root LV clean and
+/// its files there.
+#[test]
+fn sparsify_zeroes_free_extents_and_swap_lvs() {
+    require_tools!("mke2fs", "e2fsck", "debugfs", "pvcreate");
+    let t = tempfile::tempdir().unwrap();
+    let fstab = "/dev/mapper/vg0-root / ext4 defaults 0 1\n";
+    let Some(f) = fixture("linear-mbr", t.path(), fstab, 40) else {
+        return;
+    };
+    let pvs: Vec<(u64, u64)> = f.pvs.iter().map(|p| (p.0, p.1)).collect();
+    let (ok_, out, err) = imgscrub_testkit::lvm_on_image(
+        &f.image,
+        &pvs,
+        "pvs",
+        &[
+            "--segments",
+            "--noheadings",
+            "--units",
+            "b",
+            "--nosuffix",
+            "-o",
+            "pe_start,pvseg_start,pvseg_size,lv_name",
+        ],
+    );
+    assert!(ok_, "{err}");
+    let mut img = std::fs::read(&f.image).unwrap();
+    let mib = 1usize << 20;
+    let mut free = Vec::new();
+    let mut swap = None;
+    for line in out.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let (pe_start, start, n): (usize, usize, usize) = (
+            w[0].parse().unwrap(),
+            w[1].parse().unwrap(),
+            w[2].parse().unwrap(),
+        );
+        let at = f.pvs[0].0 as usize + pe_start + start * mib;
+        match w.get(3) {
+            None => free.push((at, n * mib)),
+            Some(&"swap") => swap = Some((at, n * mib)),
+            Some(_) => {}
+        }
+    }
+    assert!(!free.is_empty(), "{out}");
+    let (sw, swn) = swap.expect("the swap LV's segment");
+    for &(at, n) in &free {
+        img[at..at + n].fill(0xaa);
+    }
+    img[sw + 4096..sw + swn].fill(0xbb);
+    std::fs::write(&f.image, &img).unwrap();
+
+    ok(&["sparsify", f.image.to_str().unwrap()]);
+    let after = std::fs::read(&f.image).unwrap();
+    for &(at, n) in &free {
+        assert!(
+            after[at..at + n].iter().all(|&b| b == 0),
+            "free extents at {at} not zeroed"
+        );
+    }
+    assert!(
+        after[sw..sw + 4096] == img[sw..sw + 4096],
+        "the swap header changed"
+    );
+    assert!(
+        after[sw + 4096..sw + swn].iter().all(|&b| b == 0),
+        "swap pages not zeroed"
+    );
+    let r = t.path().join("r.ext4");
+    f.extract("vg0", "root", &r);
+    assert_e2fsck_clean(&r);
+    assert!(debugfs(&r, "ls /etc/ssh").contains("ssh_host_rsa_key"));
+}

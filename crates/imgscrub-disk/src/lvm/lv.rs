@@ -92,6 +92,25 @@ impl<D: BlockDev> LvDev<D> {
         v
     }
 
+    /// Where `offset..offset+len` of the LV is: (device index, device offset, length)
+    /// pieces in LV order.
+    pub fn physical(&self, offset: u64, len: u64) -> Result<Vec<(usize, u64, u64)>> {
+        let mut v = Vec::new();
+        self.each("map", offset, len, |_, at, _, n| {
+            v.push((0, at, n));
+            Ok(())
+        })?;
+        // `each` hands out devices, not indexes: map again for the index.
+        let mut pos = offset;
+        for piece in &mut v {
+            if let Some((d, _, _)) = self.map(pos) {
+                piece.0 = d;
+            }
+            pos += piece.2;
+        }
+        Ok(v)
+    }
+
     /// The PV devices, indexed as in [`LvDev::extents`].
     pub fn devices(&self) -> &[D] {
         &self.devs
