@@ -650,6 +650,19 @@ impl<D: BlockDev + Clone> Lvm<D> {
                 )));
             }
         }
+        for pv in &self.pvs {
+            if pv.vg_uuid.as_deref() == Some(g.uuid.as_str())
+                && !g.pvs.iter().any(|v| v.uuid == pv.label.uuid)
+            {
+                return Err(corrupt(format!(
+                    "PV {} holds the metadata of VG {vg}, which does not list it",
+                    pv.label.uuid
+                )));
+            }
+        }
+        if g.pvs.is_empty() {
+            return Err(corrupt(format!("VG {vg} lists no PVs")));
+        }
         let root = text::parse(&g.text).map_err(|e| corrupt(e.to_string()))?;
         let vsec = vg_section(&root)?;
         // (span, replacement) edits on the text.
