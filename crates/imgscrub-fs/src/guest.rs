@@ -51,7 +51,11 @@ pub struct LvName {
 impl LvName {
     /// `/dev/mapper/VG-LV` with each dash of a name doubled, as device-mapper names it.
     pub fn mapper_name(&self) -> String {
-        format!("{}-{}", self.vg.replace('-', "--"), self.name.replace('-', "--"))
+        format!(
+            "{}-{}",
+            self.vg.replace('-', "--"),
+            self.name.replace('-', "--")
+        )
     }
 
     /// True when `path` is this LV's `/dev/mapper/VG-LV` or `/dev/VG/LV`.

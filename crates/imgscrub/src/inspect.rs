@@ -272,7 +272,11 @@ impl Image {
                 match imgscrub_prepare::inspect(g.fs()) {
                     Ok(info) => Some(OsSection {
                         root_partition: g.volume().partition,
-                        root_lv: g.volume().lv.as_ref().map(|l| format!("{}/{}", l.vg, l.name)),
+                        root_lv: g
+                            .volume()
+                            .lv
+                            .as_ref()
+                            .map(|l| format!("{}/{}", l.vg, l.name)),
                         info,
                     }),
                     Err(e) => {
@@ -349,9 +353,7 @@ fn lvm_info(
                         in_image: found.is_some(),
                         pe_start: p.pe_start,
                         pe_count: p.pe_count,
-                        free_extents: vg
-                            .free_extents(&p.key)
-                            .map(|f| f.iter().map(|r| r.1).sum()),
+                        free_extents: vg.free_extents(&p.key).map(|f| f.iter().map(|r| r.1).sum()),
                     }
                 })
                 .collect(),

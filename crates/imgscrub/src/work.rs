@@ -145,7 +145,8 @@ fn find_volume<'v>(vols: &'v [Volume], dev: &DeviceSpec) -> Option<&'v Volume> {
                 return None;
             };
             let n: u32 = number.parse().ok()?;
-            vols.iter().find(|v| v.partition == Some(n) && v.lv.is_none())
+            vols.iter()
+                .find(|v| v.partition == Some(n) && v.lv.is_none())
         }
         DeviceSpec::Other(_) => None,
     }
