@@ -176,10 +176,63 @@ pub fn render(r: &Inspection) -> String {
             );
         }
     }
+    for vg in &r.volume_groups {
+        let pvs: Vec<String> = vg
+            .pvs
+            .iter()
+            .map(|p| {
+                let place = match (p.in_image, p.partition) {
+                    (false, _) => "not in this image".to_owned(),
+                    (true, Some(n)) => format!("partition {n}"),
+                    (true, None) => "the whole disk".to_owned(),
+                };
+                let free = p
+                    .free_extents
+                    .map_or(String::new(), |f| format!(", {f} free extents"));
+                format!("{} {} ({place}{free})", p.key, p.uuid)
+            })
+            .collect();
+        out += &format!(
+            "
+lvm VG {}: UUID {}, seqno {}, {} extents
+  PVs: {}
+",
+            vg.name,
+            vg.uuid,
+            vg.seqno,
+            human_size(vg.extent_size),
+            pvs.join(", ")
+        );
+        for lv in vg.lvs.iter().filter(|l| l.visible) {
+            let what = match (&lv.refused, &lv.filesystem) {
+                (Some(r), _) => format!("refused: {r}"),
+                (None, Some(f)) => {
+                    let mut s = f.fs_type.clone();
+                    if let Some(l) = &f.label {
+                        s += &format!(" LABEL={l}");
+                    }
+                    if let Some(u) = &f.uuid {
+                        s += &format!(" UUID={u}");
+                    }
+                    s
+                }
+                (None, None) => "?".to_owned(),
+            };
+            out += &format!(
+                "  LV {} {} ({} segment{}, UUID {}): {what}\n",
+                lv.name,
+                human_size(lv.size),
+                lv.segments.len(),
+                if lv.segments.len() == 1 { "" } else { "s" },
+                lv.uuid
+            );
+        }
+    }
     if let Some(os) = &r.os {
-        let root = match os.root_partition {
-            Some(n) => format!("partition {n}"),
-            None => "the whole disk".to_owned(),
+        let root = match (&os.root_lv, os.root_partition) {
+            (Some(lv), _) => format!("LV {lv}"),
+            (None, Some(n)) => format!("partition {n}"),
+            (None, None) => "the whole disk".to_owned(),
         };
         out += &format!(
             "\nos:     {} on {root}; init {:?}{}{}\n",

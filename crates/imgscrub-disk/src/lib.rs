@@ -8,6 +8,7 @@ mod blockdev;
 mod error;
 pub mod failpoint;
 pub mod lock;
+pub mod lvm;
 mod mem;
 pub mod overlay;
 pub mod partition;

@@ -9,7 +9,8 @@ use crate::fat::FatFs;
 use crate::filesystem::{Filesystem, FsError, Result};
 use crate::probe::{FsProbe, FsType, probe};
 use crate::xfs::Xfs;
-use imgscrub_disk::{BlockDev, Slice, discover};
+use imgscrub_disk::lvm::{self, Lvm};
+use imgscrub_disk::{BlockDev, DiskError, Slice, discover};
 use std::sync::Arc;
 
 /// A shared block device, as the facade hands it out.
@@ -31,21 +32,67 @@ pub struct Volume {
     pub part_uuid: String,
     /// The GPT partition name (PARTLABEL); empty otherwise.
     pub part_name: String,
+    /// For an LVM2 logical volume: which one. `partition` is then the partition of the PV
+    /// holding its first extent, `offset` that extent's place on the disk (so that two
+    /// volumes never share an offset), `size` the LV's size.
+    pub lv: Option<LvName>,
+}
+
+/// An LVM2 logical volume, as [`volumes`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LvName {
+    pub vg: String,
+    pub name: String,
+    pub uuid: String,
+    /// Why it cannot be opened (thin pool, snapshot, a PV not in the image…), or `None`.
+    pub refused: Option<String>,
+}
+
+impl LvName {
+    /// `/dev/mapper/VG-LV` with each dash of a name doubled, as device-mapper names it.
+    pub fn mapper_name(&self) -> String {
+        format!(
+            "{}-{}",
+            self.vg.replace('-', "--"),
+            self.name.replace('-', "--")
+        )
+    }
+
+    /// True when `path` is this LV's `/dev/mapper/VG-LV` or `/dev/VG/LV`.
+    pub fn matches_path(&self, path: &str) -> bool {
+        if let Some(m) = path.strip_prefix("/dev/mapper/") {
+            return m == self.mapper_name();
+        }
+        path.strip_prefix("/dev/")
+            .and_then(|r| r.split_once('/'))
+            .is_some_and(|(vg, lv)| vg == self.vg && lv == self.name)
+    }
 }
 
 impl Volume {
     /// "partition 2" or "the whole disk" (a disk without a partition table, which the table
     /// reader gives as the pseudo-partition 0), for messages.
     pub fn describe(&self) -> String {
+        if let Some(lv) = &self.lv {
+            return format!("LV {}/{}", lv.vg, lv.name);
+        }
         match self.partition {
             Some(0) | None => "the whole disk".to_owned(),
             Some(n) => format!("partition {n}"),
         }
     }
 
-    /// The volume as a device of its own.
-    pub fn device(&self, disk: &Dev) -> Result<Slice<Dev>> {
-        Ok(Slice::new(disk.clone(), self.offset, self.size)?)
+    /// The volume as a device of its own: a slice of the disk, or an LV mapped onto its PVs.
+    pub fn device(&self, disk: &Dev) -> Result<Dev> {
+        match &self.lv {
+            None => Ok(Arc::new(Slice::new(disk.clone(), self.offset, self.size)?)),
+            Some(lv) => {
+                if let Some(r) = &lv.refused {
+                    return Err(DiskError::Unsupported(r.clone()).into());
+                }
+                Ok(Arc::new(lvm_scan(disk)?.open_lv(&lv.vg, &lv.name)?))
+            }
+        }
     }
 
     /// True for the filesystems we can open ([`open_volume`], [`OPENABLE`]).
@@ -133,8 +180,72 @@ pub fn unsupported_root_message(found: &[(String, FsType)]) -> String {
     m
 }
 
-/// Every partition of the disk (or the whole disk when there is no table), probed.
+/// The LVM2 PVs of the disk (on its partitions, or the whole disk) and their VGs.
+pub fn lvm_scan(disk: &Dev) -> Result<Lvm<Slice<Dev>>> {
+    let table = discover(disk.as_ref())?;
+    let mut devs = Vec::new();
+    if table.partitions.is_empty() {
+        devs.push(Slice::new(disk.clone(), 0, disk.len())?);
+    }
+    for p in &table.partitions {
+        if !p.is_extended() {
+            devs.push(Slice::new(disk.clone(), p.start, p.size)?);
+        }
+    }
+    Ok(lvm::scan(devs)?)
+}
+
+/// Every partition of the disk (or the whole disk when there is no table), probed, then
+/// every visible logical volume of the LVM2 volume groups on them.
 pub fn volumes(disk: &Dev) -> Result<Vec<Volume>> {
+    let mut out = partition_volumes(disk)?;
+    if out.iter().any(|v| v.probe.fstype == FsType::LvmPv) {
+        let lvm = lvm_scan(disk)?;
+        for vg in &lvm.vgs {
+            for l in vg.lvs.iter().filter(|l| l.visible) {
+                let mut name = LvName {
+                    vg: vg.name.clone(),
+                    name: l.name.clone(),
+                    uuid: l.uuid.clone(),
+                    refused: l.refused.clone(),
+                };
+                let mut v = Volume {
+                    partition: None,
+                    offset: 0,
+                    size: l.size,
+                    probe: FsProbe::new(FsType::Unknown),
+                    part_uuid: String::new(),
+                    part_name: String::new(),
+                    lv: None,
+                };
+                match lvm.open_lv(&vg.name, &l.name) {
+                    Ok(dev) => {
+                        if let Some(&(d, at, _)) = dev.extents().first()
+                            && let Some(slice) = dev.devices().get(d)
+                        {
+                            v.offset = slice.offset() + at;
+                            v.partition = out
+                                .iter()
+                                .find(|p| p.lv.is_none() && p.offset == slice.offset())
+                                .and_then(|p| p.partition);
+                        }
+                        v.probe = probe(&dev)?;
+                    }
+                    Err(e) => {
+                        if name.refused.is_none() {
+                            name.refused = Some(e.to_string());
+                        }
+                    }
+                }
+                v.lv = Some(name);
+                out.push(v);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn partition_volumes(disk: &Dev) -> Result<Vec<Volume>> {
     let table = discover(disk.as_ref())?;
     let mut out = Vec::new();
     if table.partitions.is_empty() {
@@ -145,6 +256,7 @@ pub fn volumes(disk: &Dev) -> Result<Vec<Volume>> {
             probe: probe(disk.as_ref())?,
             part_uuid: String::new(),
             part_name: String::new(),
+            lv: None,
         });
     }
     for p in &table.partitions {
@@ -156,6 +268,7 @@ pub fn volumes(disk: &Dev) -> Result<Vec<Volume>> {
             probe: probe(&slice)?,
             part_uuid: p.part_uuid.to_lowercase(),
             part_name: p.name.clone(),
+            lv: None,
         });
     }
     Ok(out)
@@ -164,11 +277,24 @@ pub fn volumes(disk: &Dev) -> Result<Vec<Volume>> {
 /// Open the filesystem of one volume. `writable` makes the engine refuse what it cannot
 /// edit safely (unknown features, a journal it cannot replay, …) with a message saying why.
 pub fn open_volume(disk: &Dev, volume: &Volume, writable: bool) -> Result<Box<dyn Filesystem>> {
+    if volume.probe.fstype == FsType::Luks {
+        return Err(DiskError::Unsupported(format!(
+            "{} is a LUKS volume: what is inside is encrypted, and imgscrub has no key handling",
+            volume.describe()
+        ))
+        .into());
+    }
+    if !OPENABLE.contains(&volume.probe.fstype) {
+        return Err(FsError::UnsupportedFilesystem {
+            volume: volume.describe(),
+            fstype: volume.probe.fstype,
+        });
+    }
     let dev = volume.device(disk)?;
     match volume.probe.fstype {
         FsType::Ext2 | FsType::Ext3 | FsType::Ext4 => Ok(Box::new(Ext4::open(dev, writable)?)),
         FsType::Xfs => Ok(Box::new(Xfs::open(dev, writable)?)),
-        FsType::Vfat => Ok(Box::new(FatFs::open(Arc::new(dev))?)),
+        FsType::Vfat => Ok(Box::new(FatFs::open(dev)?)),
         other => Err(FsError::UnsupportedFilesystem {
             volume: volume.describe(),
             fstype: other,
@@ -368,9 +494,13 @@ mod tests {
                 probe: FsProbe::new(kind),
                 part_uuid: String::new(),
                 part_name: String::new(),
+                lv: None,
             };
             assert_eq!(v.is_supported(), OPENABLE.contains(&kind));
             match open_volume(&disk, &v, false) {
+                Err(e) if kind == FsType::Luks => {
+                    assert!(e.to_string().contains("encrypted"), "{e}");
+                }
                 Err(e @ FsError::UnsupportedFilesystem { .. }) => {
                     assert!(!OPENABLE.contains(&kind), "{kind} is listed but refused");
                     let m = e.to_string();

@@ -18,6 +18,7 @@
 mod ext4;
 mod fat;
 mod formats;
+mod lvm;
 mod patchdev;
 mod structures;
 mod templates;
@@ -27,6 +28,7 @@ mod xfs;
 pub use ext4::{ext4_image, ext4_journal, ext4_open};
 pub use fat::{fat_image, fat_open};
 pub use formats::formats_open;
+pub use lvm::{lvm, synthetic_pv};
 pub use structures::ext4_structures;
 pub use xfs::{xfs_image, xfs_open, xfs_structures};
 
@@ -51,6 +53,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("xfs_image", xfs_image),
     ("xfs_structures", xfs_structures),
     ("formats_open", formats_open),
+    ("lvm", lvm),
 ];
 
 /// Open the input as a qcow2 image held in memory, read through it, then open it read-write

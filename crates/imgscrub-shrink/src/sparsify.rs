@@ -142,7 +142,7 @@ pub fn free_map(dev: &dyn BlockDev, opts: &SparsifyOptions<'_>) -> Result<FreeMa
                 Err("a BIOS boot partition".to_string()),
             )
         } else {
-            partition_free(dev, p, opts)?
+            partition_free(dev, &table, p, opts)?
         };
         let mut set = RangeSet::new();
         let action = match res {
@@ -202,18 +202,91 @@ type PartFree = std::result::Result<Vec<(u64, u64)>, String>;
 /// reads which filesystem is decided in the filesystem layer ([`free_space_with`]).
 fn partition_free(
     dev: &dyn BlockDev,
+    table: &PartitionTable,
     p: &Partition,
     opts: &SparsifyOptions<'_>,
 ) -> Result<(String, PartFree)> {
     let slice = Slice::new(dev, p.start, p.size)?;
     let pr = probe(&slice)?;
     let name = pr.fstype.blkid_name().to_string();
+    if pr.fstype == imgscrub_fs::probe::FsType::LvmPv {
+        return Ok((name, lvm_free(dev, table, p, opts)));
+    }
     let fs_opts = FreeSpaceOptions { ext: opts.ext };
     let res = match free_space_with(&slice, &pr, &fs_opts)? {
         FreeSpace::Free(v) => Ok(v.into_iter().map(|r| (r.offset, r.len)).collect()),
         FreeSpace::Skipped(why) => Err(why),
     };
     Ok((name, res))
+}
+
+/// Free ranges of an LVM2 PV partition, relative to its start: the extents no LV uses, and
+/// inside each LV with extents here, the free space of its filesystem (swap: behind the
+/// header) mapped back onto this PV. Anything uncertain (damaged metadata, a segment type we
+/// do not map) skips the partition or the LV: nothing is zeroed that might be in use.
+fn lvm_free(
+    dev: &dyn BlockDev,
+    table: &PartitionTable,
+    p: &Partition,
+    opts: &SparsifyOptions<'_>,
+) -> PartFree {
+    let mut slices = Vec::new();
+    for q in table.partitions.iter().filter(|q| !q.is_extended()) {
+        slices.push(Slice::new(dev, q.start, q.size).map_err(|e| e.to_string())?);
+    }
+    let lvm = imgscrub_disk::lvm::scan(slices).map_err(|e| format!("LVM2: {e}"))?;
+    let Some(me) = lvm.pvs.iter().position(|pv| pv.dev.offset() == p.start) else {
+        return Err("an LVM2 PV whose label cannot be read".into());
+    };
+    let pv = &lvm.pvs[me];
+    let Some(vg) = pv
+        .vg_uuid
+        .as_ref()
+        .and_then(|u| lvm.vgs.iter().find(|v| &v.uuid == u))
+    else {
+        return Err("an LVM2 PV in no volume group".into());
+    };
+    let mut out: Vec<(u64, u64)> = lvm
+        .unallocated()
+        .into_iter()
+        .filter(|(i, _, _)| *i == me)
+        .map(|(_, o, l)| (o, l))
+        .collect();
+    let fs_opts = FreeSpaceOptions { ext: opts.ext };
+    for lv in vg.lvs.iter().filter(|l| l.visible && l.refused.is_none()) {
+        let Ok(lvdev) = lvm.open_lv(&vg.name, &lv.name) else {
+            continue;
+        };
+        let on_me = |d: usize| {
+            lvdev
+                .devices()
+                .get(d)
+                .is_some_and(|s| s.offset() == p.start)
+        };
+        if !lvdev.extents().iter().any(|e| on_me(e.0)) {
+            continue;
+        }
+        let Ok(pr) = probe(&lvdev) else { continue };
+        let Ok(FreeSpace::Free(ranges)) = free_space_with(&lvdev, &pr, &fs_opts) else {
+            continue;
+        };
+        for r in ranges {
+            let end = r.offset.saturating_add(r.len).min(lvdev.len());
+            if r.offset >= end {
+                continue;
+            }
+            let Ok(pieces) = lvdev.physical(r.offset, end - r.offset) else {
+                continue;
+            };
+            out.extend(
+                pieces
+                    .into_iter()
+                    .filter(|x| on_me(x.0))
+                    .map(|x| (x.1, x.2)),
+            );
+        }
+    }
+    Ok(out)
 }
 
 /// Unpartitioned gaps that may be zeroed: between partitions and after the last one, never

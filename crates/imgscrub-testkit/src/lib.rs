@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+mod lvm;
 mod xfs;
+pub use lvm::*;
 pub use xfs::*;
 
 /// The repository root (where `fixtures/` lives).

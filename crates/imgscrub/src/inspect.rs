@@ -30,6 +30,8 @@ pub struct Inspection {
     pub partition_table: TableInfo,
     /// Partitions (or the whole-disk pseudo-partition), with the filesystem found in each.
     pub partitions: Vec<PartitionInfo>,
+    /// LVM2 volume groups found on the partitions (empty without LVM).
+    pub volume_groups: Vec<VgInfo>,
     /// The operating system on the root filesystem (`null` when no root was found).
     pub os: Option<OsSection>,
     /// Problems that did not stop the inspection.
@@ -41,9 +43,72 @@ pub struct Inspection {
 pub struct OsSection {
     /// The partition holding the root filesystem (`null`: a disk without partition table).
     pub root_partition: Option<u32>,
+    /// The LVM2 logical volume holding the root, as `VG/LV` (`null`: not in an LV).
+    pub root_lv: Option<String>,
     /// Distribution, version, init system, SELinux, cloud-init, fstab.
     #[serde(flatten)]
     pub info: imgscrub_prepare::OsInfo,
+}
+
+/// An LVM2 volume group, from the newest valid metadata copy on its PVs.
+#[derive(Debug, Clone, Serialize)]
+pub struct VgInfo {
+    pub name: String,
+    pub uuid: String,
+    /// The metadata sequence number.
+    pub seqno: u64,
+    /// Extent size in bytes.
+    pub extent_size: u64,
+    pub pvs: Vec<PvInfo>,
+    pub lvs: Vec<LvInfo>,
+}
+
+/// A physical volume of a VG.
+#[derive(Debug, Clone, Serialize)]
+pub struct PvInfo {
+    /// Key in the metadata (`pv0`), as segments name it.
+    pub key: String,
+    pub uuid: String,
+    /// The partition it is on; `null` when it is not in this image (or on the whole disk:
+    /// then `in_image` is true).
+    pub partition: Option<u32>,
+    /// False for a PV of the VG that is not in this image.
+    pub in_image: bool,
+    /// Byte offset of the first extent on the PV.
+    pub pe_start: u64,
+    pub pe_count: u64,
+    /// Extents no LV uses (`null` when that cannot be known).
+    pub free_extents: Option<u64>,
+}
+
+/// A logical volume.
+#[derive(Debug, Clone, Serialize)]
+pub struct LvInfo {
+    pub name: String,
+    pub uuid: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// False for the hidden parts of pools and mirrors.
+    pub visible: bool,
+    pub segments: Vec<SegmentInfo>,
+    /// Why imgscrub does not open it (thin pool, snapshot, a missing PV…); `null` when it does.
+    pub refused: Option<String>,
+    /// What it holds (`null` for hidden or refused LVs).
+    pub filesystem: Option<FilesystemInfo>,
+}
+
+/// One segment of an LV.
+#[derive(Debug, Clone, Serialize)]
+pub struct SegmentInfo {
+    pub start_extent: u64,
+    pub extent_count: u64,
+    /// `striped` (linear is `striped` with one stripe), `thin-pool`, `raid1`…
+    #[serde(rename = "type")]
+    pub seg_type: String,
+    /// Stripe size in bytes (0 for one stripe).
+    pub stripe_size: u64,
+    /// Per stripe: the PV key and its first extent there.
+    pub stripes: Vec<(String, u64)>,
 }
 
 /// One image below another in a qcow2 backing chain.
@@ -203,12 +268,18 @@ impl Image {
             }
             TableKind::None => ("none", None, None),
         };
+        let volume_groups = lvm_info(self.device(), &table, &mut warnings);
         let os = match self.guest(None, false) {
             Ok(g) => {
                 warnings.extend(g.warnings().iter().cloned());
                 match imgscrub_prepare::inspect(g.fs()) {
                     Ok(info) => Some(OsSection {
                         root_partition: g.volume().partition,
+                        root_lv: g
+                            .volume()
+                            .lv
+                            .as_ref()
+                            .map(|l| format!("{}/{}", l.vg, l.name)),
                         info,
                     }),
                     Err(e) => {
@@ -240,10 +311,94 @@ impl Image {
                 read_only: table.read_only,
             },
             partitions,
+            volume_groups,
             os,
             warnings,
         })
     }
+}
+
+/// The LVM2 VGs of the disk; a damaged metadata area becomes a warning.
+fn lvm_info(
+    disk: &imgscrub_fs::guest::Dev,
+    table: &imgscrub_disk::PartitionTable,
+    warnings: &mut Vec<String>,
+) -> Vec<VgInfo> {
+    let lvm = match imgscrub_fs::guest::lvm_scan(disk) {
+        Ok(l) => l,
+        Err(e) => {
+            warnings.push(format!("LVM2: {e}"));
+            return Vec::new();
+        }
+    };
+    lvm.vgs
+        .iter()
+        .map(|vg| VgInfo {
+            name: vg.name.clone(),
+            uuid: vg.uuid.clone(),
+            seqno: vg.seqno,
+            extent_size: vg.extent_size,
+            pvs: vg
+                .pvs
+                .iter()
+                .map(|p| {
+                    let found = lvm.pv(&p.uuid);
+                    PvInfo {
+                        key: p.key.clone(),
+                        uuid: p.uuid.clone(),
+                        partition: found.and_then(|f| {
+                            table
+                                .partitions
+                                .iter()
+                                .find(|t| t.start == f.dev.offset() && t.index != 0)
+                                .map(|t| t.index)
+                        }),
+                        in_image: found.is_some(),
+                        pe_start: p.pe_start,
+                        pe_count: p.pe_count,
+                        free_extents: vg.free_extents(&p.key).map(|f| f.iter().map(|r| r.1).sum()),
+                    }
+                })
+                .collect(),
+            lvs: vg
+                .lvs
+                .iter()
+                .map(|l| {
+                    let mut refused = l.refused.clone();
+                    let mut filesystem = None;
+                    if refused.is_none() && l.visible {
+                        match lvm.open_lv(&vg.name, &l.name) {
+                            Ok(dev) => match probe(&dev) {
+                                Ok(f) => filesystem = Some(FilesystemInfo::from(f)),
+                                Err(e) => warnings
+                                    .push(format!("LV {}/{}: cannot probe: {e}", vg.name, l.name)),
+                            },
+                            Err(e) => refused = Some(e.to_string()),
+                        }
+                    }
+                    LvInfo {
+                        name: l.name.clone(),
+                        uuid: l.uuid.clone(),
+                        size: l.size,
+                        visible: l.visible,
+                        segments: l
+                            .segments
+                            .iter()
+                            .map(|s| SegmentInfo {
+                                start_extent: s.start_extent,
+                                extent_count: s.extent_count,
+                                seg_type: s.kind.clone(),
+                                stripe_size: s.stripe_size,
+                                stripes: s.stripes.clone(),
+                            })
+                            .collect(),
+                        refused,
+                        filesystem,
+                    }
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 fn partition_info(dev: &dyn BlockDev, p: &Partition, warnings: &mut Vec<String>) -> PartitionInfo {

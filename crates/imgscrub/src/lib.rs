@@ -24,7 +24,8 @@ mod work;
 pub use error::{Error, ErrorCategory, Result, error_category};
 pub use image::{Format, Image, OpenOptions};
 pub use inspect::{
-    BackingFile, ExtFeaturesInfo, FilesystemInfo, Inspection, OsSection, PartitionInfo, TableInfo,
+    BackingFile, ExtFeaturesInfo, FilesystemInfo, Inspection, LvInfo, OsSection, PartitionInfo,
+    PvInfo, SegmentInfo, TableInfo, VgInfo,
 };
 
 pub use work::{Guest, PrepareOutcome};

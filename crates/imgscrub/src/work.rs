@@ -115,6 +115,13 @@ fn find_volume<'v>(vols: &'v [Volume], dev: &DeviceSpec) -> Option<&'v Volume> {
         DeviceSpec::Partuuid(p) => by_partuuid(p),
         DeviceSpec::Partlabel(p) => by_partlabel(p),
         DeviceSpec::Path(path) => {
+            // LVM2: /dev/mapper/VG-LV (dashes doubled) and /dev/VG/LV.
+            if let Some(v) = vols
+                .iter()
+                .find(|v| v.lv.as_ref().is_some_and(|l| l.matches_path(path)))
+            {
+                return Some(v);
+            }
             if let Some(rest) = path.strip_prefix("/dev/disk/") {
                 let (kind, id) = rest.split_once('/')?;
                 return match kind {
@@ -138,7 +145,8 @@ fn find_volume<'v>(vols: &'v [Volume], dev: &DeviceSpec) -> Option<&'v Volume> {
                 return None;
             };
             let n: u32 = number.parse().ok()?;
-            vols.iter().find(|v| v.partition == Some(n))
+            vols.iter()
+                .find(|v| v.partition == Some(n) && v.lv.is_none())
         }
         DeviceSpec::Other(_) => None,
     }
