@@ -27,7 +27,6 @@ fn map_err(e: XfsError) -> FsError {
     }
 }
 
-
 impl<D: BlockDev> Xfs<D> {
     /// Open the filesystem on `dev`; `writable` refuses (with the reason) what cannot be
     /// written.
