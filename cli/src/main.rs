@@ -26,8 +26,8 @@ Exit status:
   1    failure: I/O error, missing image, no such guest file, bad profile…
   2    usage error: the command line is wrong (unknown option, options that conflict)
   3    unsupported input: the image uses something imgscrub does not handle (a qcow2
-       feature, encryption, a root on Btrfs/LVM/LUKS, an ext4 or XFS feature; XFS is
-       read-only for now)
+       feature, encryption, a root on Btrfs or LUKS, an ext4 or XFS feature; v4 XFS
+       is read-only)
   4    damaged input: corrupt metadata, a checksum mismatch, a journal or log that needs
        repair
   5    the image is in use (QEMU or another imgscrub holds its lock)
