@@ -120,13 +120,7 @@ fn read_cached<D: BlockDev>(
 }
 
 fn system_now() -> Timestamp {
-    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        Ok(d) => Timestamp::new(
-            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-            d.subsec_nanos(),
-        ),
-        Err(_) => Timestamp::default(),
-    }
+    Timestamp::now()
 }
 
 fn name_str(name: &[u8]) -> String {
@@ -135,17 +129,12 @@ fn name_str(name: &[u8]) -> String {
 
 /// Validate a new entry name before allocating anything for it.
 fn check_name(name: &[u8]) -> Result<()> {
-    if name.len() > 255 {
-        return Err(Ext4Error::NameTooLong(name.len()));
-    }
-    if name.is_empty() || name == b"." || name == b".." || name.iter().any(|&c| c == b'/' || c == 0)
-    {
-        return Err(Ext4Error::InvalidArgument(format!(
-            "invalid file name {:?}",
-            name_str(name)
-        )));
-    }
-    Ok(())
+    imgscrub_vocab::check_entry_name(name).map_err(|e| match e {
+        imgscrub_vocab::BadName::TooLong(n) => Ext4Error::NameTooLong(n),
+        imgscrub_vocab::BadName::Invalid => {
+            Ext4Error::InvalidArgument(format!("invalid file name {:?}", name_str(name)))
+        }
+    })
 }
 
 // ---- MapCtx implementations -------------------------------------------------------------

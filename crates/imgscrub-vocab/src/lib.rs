@@ -82,6 +82,17 @@ impl Timestamp {
         Timestamp { secs, nsecs }
     }
 
+    /// The system clock now (the epoch if the clock is before it).
+    pub fn now() -> Self {
+        match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => Timestamp::new(
+                i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                d.subsec_nanos(),
+            ),
+            Err(_) => Timestamp::default(),
+        }
+    }
+
     /// The UTC calendar time: `(year, month 1..=12, day 1..=31, hour, minute, second)`,
     /// proleptic Gregorian (civil-from-days), for any `secs`.
     pub fn utc(&self) -> (i64, u32, u32, u32, u32, u32) {
@@ -163,4 +174,26 @@ mod tests {
         assert_eq!(Timestamp::new(951_782_400, 0).utc(), (2000, 2, 29, 0, 0, 0));
         assert_eq!(Timestamp::new(-1, 0).utc(), (1969, 12, 31, 23, 59, 59));
     }
+}
+
+/// Why a name cannot be a new directory entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadName {
+    /// Longer than 255 bytes (the length is given).
+    TooLong(usize),
+    /// Empty, `.`, `..`, or holding `/` or NUL.
+    Invalid,
+}
+
+/// Check a new directory entry name, before anything is allocated for it (the rule every
+/// Linux filesystem shares).
+pub fn check_entry_name(name: &[u8]) -> Result<(), BadName> {
+    if name.len() > 255 {
+        return Err(BadName::TooLong(name.len()));
+    }
+    if name.is_empty() || name == b"." || name == b".." || name.iter().any(|&c| c == b'/' || c == 0)
+    {
+        return Err(BadName::Invalid);
+    }
+    Ok(())
 }

@@ -114,33 +114,18 @@ impl DirMem {
     }
 }
 
-fn system_now() -> Timestamp {
-    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        Ok(d) => Timestamp::new(
-            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-            d.subsec_nanos(),
-        ),
-        Err(_) => Timestamp::default(),
-    }
-}
-
 fn name_str(name: &[u8]) -> String {
     String::from_utf8_lossy(name).into_owned()
 }
 
 /// Validate a new entry name before allocating anything for it.
 fn check_name(name: &[u8]) -> Result<()> {
-    if name.len() > 255 {
-        return Err(XfsError::NameTooLong(name.len()));
-    }
-    if name.is_empty() || name == b"." || name == b".." || name.iter().any(|&c| c == b'/' || c == 0)
-    {
-        return Err(XfsError::Invalid(format!(
-            "invalid file name {:?}",
-            name_str(name)
-        )));
-    }
-    Ok(())
+    imgscrub_vocab::check_entry_name(name).map_err(|e| match e {
+        imgscrub_vocab::BadName::TooLong(n) => XfsError::NameTooLong(n),
+        imgscrub_vocab::BadName::Invalid => {
+            XfsError::Invalid(format!("invalid file name {:?}", name_str(name)))
+        }
+    })
 }
 
 fn round8(v: usize) -> usize {
@@ -211,7 +196,7 @@ impl<D: BlockDev> XfsFs<D> {
         self.wstate
             .as_deref()
             .and_then(|w| w.clock)
-            .unwrap_or_else(system_now)
+            .unwrap_or_else(Timestamp::now)
     }
 
     /// Stamp every later change with `t` instead of the current time (`None`: now).
