@@ -243,3 +243,53 @@ fn lx_centos_on_el9_xfs() {
 fn linux_on_el9_xfs() {
     profile_on_xfs("el9", "linux");
 }
+
+/// SELinux labels on XFS as on ext4: a file the profile creates gets its parent directory's
+/// `security.selinux`, read back by xfs_db from the image.
+#[test]
+fn new_files_on_xfs_get_the_parent_selinux_label() {
+    tk::require_tools!("mkfs.xfs", "xfs_db", "xfs_repair");
+    let Some(c) = case("el9") else { return };
+    let label = b"system_u:object_r:etc_t:s0\0".to_vec();
+    let unit = b"system_u:object_r:systemd_unit_file_t:s0\0".to_vec();
+    {
+        // Label the directories the way a SELinux guest has them.
+        let mut fs = Xfs::open(RawFile::open_rw(&c.image).unwrap(), true).unwrap();
+        let mut walk_to = |path: &str| {
+            let mut n = fs.root();
+            for p in path.split('/').filter(|p| !p.is_empty()) {
+                n = fs.lookup(n, p.as_bytes()).unwrap().unwrap();
+            }
+            n
+        };
+        let etc = walk_to("/etc");
+        let sys = walk_to("/etc/systemd/system");
+        let root = fs.root();
+        fs.set_xattr(root, "security.selinux", b"system_u:object_r:root_t:s0\0")
+            .unwrap();
+        fs.set_xattr(etc, "security.selinux", &label).unwrap();
+        fs.set_xattr(sys, "security.selinux", &unit).unwrap();
+        fs.flush().unwrap();
+    }
+    tk::assert_xfs_repair_clean(&c.image);
+    // A profile that keeps SELinux on and creates files: linux + a new file and directory.
+    let text = "extends = [\"linux\"]\n\
+        [[action]]\nkind = \"write_file\"\npath = \"/etc/imgscrub-prepared\"\ncontent = \"hi\\n\"\n\
+        [[action]]\nkind = \"mkdir\"\npath = \"/etc/systemd/system/httpd.service.d\"\n\
+        [[action]]\nkind = \"symlink\"\npath = \"/etc/systemd/system/auditd.service\"\ntarget = \"/dev/null\"\n";
+    let profile = Profile::from_toml("site", text, &Profile::builtin_resolver).unwrap();
+    prepare_image(&c.image, &profile, &opts(), "el9/linux+site with labels");
+    tk::assert_xfs_repair_clean(&c.image);
+    let selinux_of = |path: &str| {
+        tk::xfs_attrs(&c.image, path)
+            .into_iter()
+            .find(|a| a.ns == "secure" && a.name == b"selinux")
+            .and_then(|a| a.value)
+    };
+    assert_eq!(selinux_of("/etc/imgscrub-prepared"), Some(label.clone()));
+    assert_eq!(
+        selinux_of("/etc/systemd/system/httpd.service.d"),
+        Some(unit.clone())
+    );
+    assert_eq!(selinux_of("/etc/systemd/system/auditd.service"), Some(unit));
+}
