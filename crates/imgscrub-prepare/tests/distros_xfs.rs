@@ -255,7 +255,7 @@ fn new_files_on_xfs_get_the_parent_selinux_label() {
     {
         // Label the directories the way a SELinux guest has them.
         let mut fs = Xfs::open(RawFile::open_rw(&c.image).unwrap(), true).unwrap();
-        let mut walk_to = |path: &str| {
+        let walk_to = |path: &str| {
             let mut n = fs.root();
             for p in path.split('/').filter(|p| !p.is_empty()) {
                 n = fs.lookup(n, p.as_bytes()).unwrap().unwrap();
