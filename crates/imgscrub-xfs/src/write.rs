@@ -89,26 +89,48 @@ pub(crate) struct DirMem {
     pub index: HashMap<Vec<u8>, usize>,
     /// The directory's block map on disk (reused at flush).
     pub map: Vec<Extent>,
+    /// An `ascii-ci` filesystem: names match without regard to ASCII case, as the kernel
+    /// looks them up (and two names differing only in case cannot both exist).
+    pub ci: bool,
 }
 
 impl DirMem {
+    fn new(parent: u64, map: Vec<Extent>, ci: bool, capacity: usize) -> DirMem {
+        DirMem {
+            parent,
+            entries: Vec::with_capacity(capacity),
+            index: HashMap::with_capacity(capacity),
+            map,
+            ci,
+        }
+    }
+
+    fn key(&self, name: &[u8]) -> Vec<u8> {
+        if self.ci {
+            name.to_ascii_lowercase()
+        } else {
+            name.to_vec()
+        }
+    }
+
     pub fn get(&self, name: &[u8]) -> Option<(u64, FileType)> {
         self.index
-            .get(name)
+            .get(&self.key(name))
             .and_then(|&i| self.entries.get(i))
             .map(|(_, ino, t)| (*ino, *t))
     }
 
     fn insert(&mut self, name: &[u8], ino: u64, t: FileType) {
-        self.index.insert(name.to_vec(), self.entries.len());
+        self.index.insert(self.key(name), self.entries.len());
         self.entries.push((name.to_vec(), ino, t));
     }
 
     fn remove(&mut self, name: &[u8]) -> Option<(u64, FileType)> {
-        let i = self.index.remove(name)?;
+        let i = self.index.remove(&self.key(name))?;
         let (_, ino, t) = self.entries.swap_remove(i);
         if let Some((moved, _, _)) = self.entries.get(i) {
-            self.index.insert(moved.clone(), i);
+            let k = self.key(moved);
+            self.index.insert(k, i);
         }
         Some((ino, t))
     }
@@ -187,6 +209,11 @@ impl<D: BlockDev> XfsFs<D> {
             .ok_or_else(|| XfsError::ReadOnly("the filesystem was opened read-only".into()))
     }
 
+    /// Directory names are case-insensitive (ASCII) on this filesystem.
+    fn ci(&self) -> bool {
+        self.sb.versionnum & crate::superblock::version::BORG != 0
+    }
+
     /// The changed state of `ino`, if it changed since the last flush.
     pub(crate) fn mem(&self, ino: u64) -> Option<&MemInode> {
         self.wstate.as_deref().and_then(|w| w.inodes.get(&ino))
@@ -248,12 +275,7 @@ impl<D: BlockDev> XfsFs<D> {
                     } else {
                         bmap::extents_and_btree_blocks(&r, &core, Fork::Data)?
                     };
-                    let mut d = DirMem {
-                        parent: ino,
-                        entries: Vec::with_capacity(raw.len()),
-                        index: HashMap::with_capacity(raw.len()),
-                        map,
-                    };
+                    let mut d = DirMem::new(ino, map, self.ci(), raw.len());
                     for e in raw {
                         if e.name == b"." {
                             continue;
@@ -378,12 +400,7 @@ impl<D: BlockDev> XfsFs<D> {
             .file_type()
             .ok_or_else(|| XfsError::Invalid(format!("mode {mode:#o}")))?;
         let data = match ft {
-            FileType::Directory => Data::Dir(DirMem {
-                parent: dir,
-                entries: Vec::new(),
-                index: HashMap::new(),
-                map: Vec::new(),
-            }),
+            FileType::Directory => Data::Dir(DirMem::new(dir, Vec::new(), self.ci(), 0)),
             FileType::Regular | FileType::Symlink => Data::Extents(Vec::new()),
             _ => Data::Dev(0),
         };

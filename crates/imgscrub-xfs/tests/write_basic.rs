@@ -282,3 +282,35 @@ fn edits_rest_of_the_matrix() {
         run(v);
     }
 }
+
+/// On an ascii-ci filesystem names match without regard to ASCII case, as the kernel looks
+/// them up: a name differing only in case is the same entry.
+#[test]
+fn ascii_ci_names_are_one_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fx) = tk::make_xfs("ci", dir.path()) else {
+        return;
+    };
+    {
+        let mut fs = XfsFs::open(
+            RawFile::open_rw(&fx.image).unwrap(),
+            OpenOptions { writable: true },
+        )
+        .unwrap();
+        let root = fs.root();
+        let d = fs.mkdir(root, b"CaseDir", &attr(0o755)).unwrap();
+        let f = fs.create(d, b"Readme", &attr(0o644)).unwrap();
+        assert!(matches!(
+            fs.create(d, b"README", &attr(0o644)),
+            Err(XfsError::Exists(_))
+        ));
+        assert_eq!(fs.lookup(d, b"readme").unwrap(), Some(f));
+        fs.create(d, b"other", &attr(0o644)).unwrap();
+        fs.unlink(d, b"OTHER").unwrap();
+        fs.flush().unwrap();
+    }
+    tk::assert_xfs_repair_clean(&fx.image);
+    let ls = tk::xfs_ls(&fx.image, "/CaseDir");
+    let names: Vec<&[u8]> = ls.iter().map(|e| e.name.as_slice()).collect();
+    assert_eq!(names, vec![&b"."[..], b"..", b"Readme"]);
+}
