@@ -436,3 +436,86 @@ fn lvm_uuids_is_opt_in_shown_reproducible_and_read_back_by_lvm2() {
         assert_e2fsck_clean(&r);
     }
 }
+
+/// An XFS (v5, mkxfs.sh `el9`) root inside the two-segment root LV: inspect finds the root
+/// in the LV, `prepare --profile linux` edits it there, and `xfs_repair -n` of the LV read
+/// back with dd at lvm2's mapping is clean (the edits are in it, the swap LV is untouched).
+#[test]
+fn xfs_root_in_an_lv_is_found_prepared_and_xfs_repair_clean() {
+    require_tools!("mkfs.xfs", "xfs_repair", "xfs_db", "pvcreate");
+    let t = tempfile::tempdir().unwrap();
+    let tree = t.path().join("tree");
+    for p in ["etc/ssh", "var/log", "srv"] {
+        std::fs::create_dir_all(tree.join(p)).unwrap();
+    }
+    std::fs::write(
+        tree.join("etc/os-release"),
+        "ID=rhel\nVERSION_ID=9.4\nNAME=\"Red Hat Enterprise Linux\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        tree.join("etc/fstab"),
+        "/dev/mapper/vg0-root / xfs defaults 0 0\n/dev/vg0/swap none swap defaults 0 0\n",
+    )
+    .unwrap();
+    std::fs::write(tree.join("etc/ssh/ssh_host_rsa_key"), "KEY").unwrap();
+    std::fs::write(tree.join("var/log/messages"), vec![b'm'; 100_000]).unwrap();
+    std::fs::write(
+        tree.join("etc/machine-id"),
+        "0123456789abcdef0123456789abcdef\n",
+    )
+    .unwrap();
+    let Some(xfs) = imgscrub_testkit::make_xfs_with(
+        "el9",
+        &t.path().join("xfs"),
+        &imgscrub_testkit::XfsOptions {
+            size_mb: Some(40),
+            src: Some(tree),
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    let Some(f) = make_lvm("linear-mbr", &t.path().join("lvm"), Some(&xfs.image)) else {
+        return;
+    };
+    let s = f.image.to_str().unwrap();
+    let j: serde_json::Value = serde_json::from_str(&ok(&["inspect", "--json", s])).unwrap();
+    assert_eq!(j["os"]["root_lv"], "vg0/root", "{j}");
+    let root = j["volume_groups"][0]["lvs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "root")
+        .unwrap();
+    assert_eq!(root["filesystem"]["type"], "xfs", "{j}");
+    assert_eq!(root["segments"].as_array().unwrap().len(), 2, "{j}");
+
+    let r0 = t.path().join("r0.xfs");
+    f.extract("vg0", "root", &r0);
+    assert!(imgscrub_testkit::xfs_ino(&r0, "/etc/ssh/ssh_host_rsa_key").is_some());
+
+    let text = ok(&["prepare", s, "--profile", "linux"]);
+    assert!(text.contains("ssh_host_rsa_key"), "{text}");
+    let r = t.path().join("r.xfs");
+    f.extract("vg0", "root", &r);
+    imgscrub_testkit::assert_xfs_repair_clean(&r);
+    assert!(
+        imgscrub_testkit::xfs_ino(&r, "/etc/ssh/ssh_host_rsa_key").is_none(),
+        "the host key is still in the LV"
+    );
+    assert_eq!(
+        imgscrub_testkit::xfs_cat(&r, "/etc/machine-id").as_deref(),
+        Some(&b""[..])
+    );
+    assert_eq!(
+        imgscrub_testkit::xfs_stat(&r, "/var/log/messages").map(|s| s.size),
+        Some(0)
+    );
+    let sw = t.path().join("sw");
+    f.extract("vg0", "swap", &sw);
+    assert!(
+        std::fs::read(&sw).unwrap() == f.content("vg0", "swap"),
+        "prepare touched the swap LV"
+    );
+}
