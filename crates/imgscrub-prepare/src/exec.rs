@@ -30,6 +30,30 @@ pub struct Totals {
     pub attr_changes: u64,
 }
 
+/// A disk-level step: a change made to the disk outside any filesystem (e.g. `lvm-uuids`).
+/// The prepare engine only sees filesystems, so the caller that holds the disk (the
+/// `imgscrub` facade) runs these operations and records them here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskStep {
+    /// The operation (`lvm-uuids`).
+    pub source: String,
+    /// What is changed (`LVM2 VG vg0`).
+    pub target: String,
+    /// Identifiers replaced, in order.
+    pub changes: Vec<IdChange>,
+}
+
+/// One identifier replaced by a disk-level step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdChange {
+    /// What it identifies (`VG vg0`, `PV pv0`).
+    pub what: String,
+    /// Before.
+    pub old: String,
+    /// After.
+    pub new: String,
+}
+
 /// What a preparation did (or, for a dry run, would do).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
@@ -43,6 +67,9 @@ pub struct Report {
     pub dry_run: bool,
     /// Every step, in order.
     pub steps: Vec<Step>,
+    /// Disk-level steps (run after the filesystem steps, on the same staged disk).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disk_steps: Vec<DiskStep>,
     /// Notes (first-boot units installed, SELinux handling…).
     pub notes: Vec<String>,
     /// Warnings (checks, skipped actions).
@@ -54,7 +81,7 @@ pub struct Report {
 impl Report {
     /// Whether nothing was (or would be) changed.
     pub fn is_empty(&self) -> bool {
-        self.steps.is_empty()
+        self.steps.is_empty() && self.disk_steps.is_empty()
     }
 
     /// Human-readable lines: one per step, then notes and warnings.
@@ -65,8 +92,12 @@ impl Report {
             "profile {} on {} ({} step{}, {verb}):\n",
             self.profile,
             self.os.describe(),
-            self.steps.len(),
-            if self.steps.len() == 1 { "" } else { "s" }
+            self.steps.len() + self.disk_steps.len(),
+            if self.steps.len() + self.disk_steps.len() == 1 {
+                ""
+            } else {
+                "s"
+            }
         ));
         for st in &self.steps {
             let what = match &st.op {
@@ -111,6 +142,19 @@ impl Report {
             };
             s.push_str(&format!("  {:<28} {:<40} {what}\n", st.source, st.path));
         }
+        for d in &self.disk_steps {
+            let what: Vec<String> = d
+                .changes
+                .iter()
+                .map(|c| format!("{} {} -> {}", c.what, c.old, c.new))
+                .collect();
+            s.push_str(&format!(
+                "  {:<28} {:<40} new UUIDs: {}\n",
+                d.source,
+                d.target,
+                what.join(", ")
+            ));
+        }
         for n in &self.notes {
             s.push_str(&format!("note: {n}\n"));
         }
@@ -149,6 +193,7 @@ pub fn report(plan: &Plan) -> Report {
         operations: plan.operations.clone(),
         dry_run: plan.dry_run,
         steps: plan.steps.clone(),
+        disk_steps: Vec::new(),
         notes: plan.notes.clone(),
         warnings: plan.warnings.clone(),
         totals: t,

@@ -44,13 +44,15 @@ pub mod view;
 
 pub use action::{Action, ActionSpec, Condition, Edit, LinkPolicy, WritePolicy};
 pub use error::{PrepareError, Result};
-pub use exec::{Report, Totals, execute, report};
+pub use exec::{DiskStep, IdChange, Report, Totals, execute, report};
 pub use imgscrub_fs::filesystem::Timestamp;
 pub use inspect::{
     DeviceSpec, Family, FstabEntry, InitSystem, OsInfo, SelinuxMode, block_mounts, inspect,
     parse_fstab,
 };
-pub use ops::{Operation, OperationInfo, Selection, list_operations, list_operations_text};
+pub use ops::{
+    LVM_UUIDS, Operation, OperationInfo, Selection, list_operations, list_operations_text,
+};
 pub use plan::{MachineIdPolicy, Options, Plan, Step, StepOp, plan};
 pub use profile::{Profile, builtin_names};
 

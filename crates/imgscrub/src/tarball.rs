@@ -78,6 +78,16 @@ impl Image {
         self.check_output(out)?;
         let mut g = self.guest(partition, true)?;
         let mut report = imgscrub_prepare::prepare(g.fs_mut(), profile, popts)?;
+        if report
+            .operations
+            .iter()
+            .any(|o| o == imgscrub_prepare::LVM_UUIDS)
+        {
+            report.warnings.push(format!(
+                "{}: a disk-level operation; a tarball has no disk, nothing done",
+                imgscrub_prepare::LVM_UUIDS
+            ));
+        }
         report.warnings.extend(g.warnings().iter().cloned());
         let part = g.volume().partition;
         let bytes_changed = g.stage()?;

@@ -11,10 +11,11 @@
 //! never read.
 
 use crate::{Error, Image, Result};
-use imgscrub_disk::{BlockDev, Overlay};
-use imgscrub_fs::guest::{Dev, Volume, open_root, open_volume, volumes};
+use imgscrub_disk::lvm::{self, derived_uuid};
+use imgscrub_disk::{BlockDev, DiskError, Overlay};
+use imgscrub_fs::guest::{Dev, Volume, lvm_scan, open_root, open_volume, volumes};
 use imgscrub_fs::{Filesystem, GuestTree, resolve};
-use imgscrub_prepare::DeviceSpec;
+use imgscrub_prepare::{DeviceSpec, DiskStep, IdChange, LVM_UUIDS};
 use imgscrub_prepare::{Options as PrepareOptions, Profile, Report as PrepareReport};
 use imgscrub_shrink::{
     ConvertOptions, ConvertReport, Progress, SparsifyOptions, SparsifyReport, free_ranges_of_disk,
@@ -229,6 +230,102 @@ fn join_fstab(
     Ok((Box::new(tree), mounted, warnings))
 }
 
+/// `n` LVM2 UUIDs (32 characters of `[A-Za-z0-9]`) from the system's random source.
+fn random_uuids(n: usize) -> Result<Vec<[u8; 32]>> {
+    use std::io::Read;
+    const CHARS: &[u8; 62] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let mut src = std::fs::File::open("/dev/urandom")
+        .map_err(|e| DiskError::io("open /dev/urandom for new LVM2 UUIDs", e))?;
+    let mut out = Vec::with_capacity(n);
+    let mut buf = [0u8; 64];
+    while out.len() < n {
+        let mut u = [0u8; 32];
+        let mut i = 0;
+        while i < 32 {
+            src.read_exact(&mut buf)
+                .map_err(|e| DiskError::io("read /dev/urandom for new LVM2 UUIDs", e))?;
+            // 248 = 4 * 62: bytes at or above it are dropped, so every character is as likely.
+            for &b in buf.iter().filter(|&&b| b < 248) {
+                if i < 32 {
+                    u[i] = CHARS[usize::from(b % 62)];
+                    i += 1;
+                }
+            }
+        }
+        out.push(u);
+    }
+    Ok(out)
+}
+
+/// Run the selected disk-level operations (`lvm-uuids`) on the staged disk, after the
+/// filesystem steps, and record them in the report. A dry run stages them too (its overlay
+/// is thrown away), so the bytes it reports are those a real run changes. With a fixed time
+/// (`SOURCE_DATE_EPOCH`, `--timestamp`) the new UUIDs derive from it and the old UUIDs, so
+/// two runs give the same bytes.
+fn disk_operations(staged: &Dev, report: &mut PrepareReport, opts: &PrepareOptions) -> Result<()> {
+    if !report.operations.iter().any(|o| o == LVM_UUIDS) {
+        return Ok(());
+    }
+    let names: Vec<String> = lvm_scan(staged)?
+        .vgs
+        .iter()
+        .map(|v| v.name.clone())
+        .collect();
+    if names.is_empty() {
+        report.warnings.push(format!(
+            "{LVM_UUIDS}: the disk has no LVM2 volume group; nothing to change"
+        ));
+        return Ok(());
+    }
+    let seed = opts
+        .fixed_time
+        .map(|t| format!("imgscrub {LVM_UUIDS} {}", t.secs).into_bytes());
+    for name in names {
+        // Scan again: each VG's rewrite moves its metadata areas' ring positions.
+        let scan = lvm_scan(staged)?;
+        let Some(g) = scan.vg(&name) else {
+            continue;
+        };
+        // One per PV plus one for the VG (the calls change_uuids makes), and one spare as the
+        // seed of any further call.
+        let mut fresh = match seed {
+            Some(_) => Vec::new(),
+            None => random_uuids(2 + g.pvs.len())?,
+        };
+        let spare = fresh.pop().unwrap_or([0; 32]);
+        let mut replaced: Vec<(String, [u8; 32])> = Vec::new();
+        scan.change_uuids(&name, |old| {
+            let new = match &seed {
+                Some(s) => derived_uuid(s, old),
+                None => fresh.pop().unwrap_or_else(|| derived_uuid(&spare, old)),
+            };
+            replaced.push((old.to_owned(), new));
+            new
+        })?;
+        let changes = replaced
+            .into_iter()
+            .map(|(old, new)| IdChange {
+                what: if old == g.uuid {
+                    format!("VG {name}")
+                } else {
+                    g.pvs
+                        .iter()
+                        .find(|p| p.uuid == old)
+                        .map_or_else(|| "PV".to_owned(), |p| format!("PV {}", p.key))
+                },
+                old,
+                new: lvm::format_uuid(&new),
+            })
+            .collect();
+        report.disk_steps.push(DiskStep {
+            source: LVM_UUIDS.to_owned(),
+            target: format!("LVM2 VG {name}"),
+            changes,
+        });
+    }
+    Ok(())
+}
+
 /// What [`Image::prepare`] did.
 #[derive(Debug, serde::Serialize)]
 pub struct PrepareOutcome {
@@ -275,6 +372,7 @@ impl Image {
     ) -> Result<PrepareOutcome> {
         let mut g = self.guest(partition, true)?;
         let mut report = imgscrub_prepare::prepare(g.fs_mut(), profile, opts)?;
+        disk_operations(&g.staged_device(), &mut report, opts)?;
         report.warnings.extend(g.warnings().iter().cloned());
         let part = g.volume().partition;
         let bytes_changed = if opts.dry_run {
@@ -303,6 +401,7 @@ impl Image {
         self.check_output(out)?;
         let mut g = self.guest(partition, true)?;
         let mut report = imgscrub_prepare::prepare(g.fs_mut(), profile, opts)?;
+        disk_operations(&g.staged_device(), &mut report, opts)?;
         report.warnings.extend(g.warnings().iter().cloned());
         let part = g.volume().partition;
         let bytes_changed = g.stage()?;

@@ -12,6 +12,10 @@ use std::sync::OnceLock;
 
 const CATALOGUE: &str = include_str!("catalogue.toml");
 
+/// The disk-level operation that gives every LVM2 VG and PV of the image new UUIDs. It has
+/// no filesystem actions: the `imgscrub` facade runs it on the staged disk.
+pub const LVM_UUIDS: &str = "lvm-uuids";
+
 /// One operation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Operation {
@@ -27,6 +31,10 @@ pub struct Operation {
     /// Spec rows (§5.2) this operation implements.
     #[serde(default)]
     pub rows: Vec<String>,
+    /// A disk-level operation: it has no actions here, the caller holding the disk runs it
+    /// and reports it in [`Report::disk_steps`](crate::Report::disk_steps).
+    #[serde(default)]
+    pub disk: bool,
     /// Its actions.
     #[serde(default)]
     pub actions: Vec<ActionSpec>,
@@ -189,6 +197,12 @@ mod tests {
         assert!(catalogue().len() > 40);
         let names: BTreeSet<_> = catalogue().iter().map(|o| o.name.as_str()).collect();
         assert_eq!(names.len(), catalogue().len(), "duplicate operation names");
+        // Disk-level operations are opt-in and have no filesystem actions.
+        let disk: Vec<_> = catalogue().iter().filter(|o| o.disk).collect();
+        assert_eq!(disk.len(), 1);
+        assert_eq!(disk[0].name, LVM_UUIDS);
+        assert!(!disk[0].default && disk[0].actions.is_empty());
+        assert!(!Selection::defaults().resolve().contains(LVM_UUIDS));
     }
 
     #[test]
