@@ -1,8 +1,10 @@
 //! XFS targets: arbitrary bytes as a whole filesystem, byte flips on two real templates (v5 and
 //! v4), and one metadata structure of the v5 template replaced by the input.
 //!
-//! The engine is read-only for now, so every target walks the filesystem read-only, then
-//! asserts that a writable open is refused and that nothing was ever written to the device.
+//! Every target walks the filesystem read-only, then opens it for writing (which checks more:
+//! every AG's btrees, the refcount and reverse-mapping btrees) and walks again when that
+//! works; nothing may panic, and opening may never write to the device. (Edits and flush are
+//! covered by the property tests against xfs_repair, not fuzzed here.)
 //!
 //! v5 metadata carries CRCs: a flipped byte in a v5 block only exercises the checksum check.
 //! The v5 targets therefore *reseal* what they change (recompute the CRC of every structure a
@@ -220,29 +222,27 @@ fn free_space<D: BlockDev>(fs: &XfsFs<D>, sb: &Superblock) {
     }
 }
 
-/// Open read-only and walk; then a writable open must be refused — with `ReadOnly` when the
-/// read-only open worked — and nothing may have been written.
+/// Open read-only and walk; then open for writing: the writable open checks more (every
+/// AG's btrees, the refcount and reverse-mapping btrees) and may refuse what the read-only
+/// open accepted, with any error — but it must never panic, and opening writes nothing.
 fn exercise(dev: &PatchDev<'_>) {
     let ro = XfsFs::open(dev, OpenOptions { writable: false });
     if let Ok(fs) = &ro {
         walk(fs, &WALK, None);
     }
     dev.reset_read_count();
-    match XfsFs::open(dev, OpenOptions { writable: true }) {
-        Ok(_) => panic!("a writable open of XFS succeeded (the engine is read-only)"),
-        Err(e) => assert!(
-            ro.is_err() || matches!(e, XfsError::ReadOnly(_)),
-            "the filesystem opens read-only but a writable open fails with: {e}"
-        ),
+    if let Ok(fs) = XfsFs::open(dev, OpenOptions { writable: true }) {
+        assert!(
+            ro.is_ok(),
+            "a writable open succeeded where a read-only open failed"
+        );
+        walk(&fs, &WALK, None);
     }
-    assert!(
-        imgscrub_fs::Xfs::open(dev, true).is_err(),
-        "a writable open through imgscrub-fs succeeded"
-    );
+    let _ = imgscrub_fs::Xfs::open(dev, true);
     assert_eq!(
         dev.writes(),
         0,
-        "the read-only XFS engine wrote to the device"
+        "opening XFS (read-only or for writing) wrote to the device"
     );
 }
 
