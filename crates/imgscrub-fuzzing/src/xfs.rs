@@ -19,7 +19,7 @@ use imgscrub_xfs::bmap::Extent;
 use imgscrub_xfs::btree::InodeChunk;
 use imgscrub_xfs::inode::Inode;
 use imgscrub_xfs::reader::Reader;
-use imgscrub_xfs::{FileType, OpenOptions, Superblock, XfsError, XfsFs, attr, csum};
+use imgscrub_xfs::{FileType, OpenOptions, Superblock, XfsFs, attr, csum};
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
