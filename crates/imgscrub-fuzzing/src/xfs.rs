@@ -729,7 +729,7 @@ mod tests {
         dev.xor(root.start + 40, 1);
         assert!(matches!(
             XfsFs::open(&dev, OpenOptions::default()),
-            Err(XfsError::Checksum { .. })
+            Err(imgscrub_xfs::XfsError::Checksum { .. })
         ));
         reseal(&mut dev, t);
         let fs = XfsFs::open(&dev, OpenOptions::default()).unwrap();
