@@ -68,12 +68,6 @@ impl Log<'_> {
 
 /// Check the internal log.
 pub fn check(r: &Reader<'_>) -> Result<LogState> {
-    check_lsn(r).map(|(s, _)| s)
-}
-
-/// [`check`], and the LSN of the last record (the unmount record; 0 for a zeroed log): the
-/// newest LSN the filesystem knows, which the write side stamps on the blocks it writes.
-pub fn check_lsn(r: &Reader<'_>) -> Result<(LogState, u64)> {
     let sb = r.sb;
     let bbs = (u64::from(sb.logblocks) << sb.blocklog) / BB;
     if bbs < 2 {
@@ -90,7 +84,7 @@ pub fn check_lsn(r: &Reader<'_>) -> Result<(LogState, u64)> {
         // mkfs may zero the log and write nothing; the kernel accepts an all-zero log.
         // Anything written after a zero block start would mean a torn ring: check the end.
         if last == 0 {
-            return Ok((LogState::Zeroed, 0));
+            return Ok(LogState::Zeroed);
         }
         return Err(dirty("the log starts with a zeroed block but is not empty"));
     }
@@ -156,5 +150,5 @@ pub fn check_lsn(r: &Reader<'_>) -> Result<(LogState, u64)> {
     if u8_at(&data, 9) & UNMOUNT_TRANS == 0 {
         return Err(dirty("the last record is not an unmount record"));
     }
-    Ok((LogState::Clean, crate::be::u64_at(&hdr, 16)))
+    Ok(LogState::Clean)
 }
