@@ -197,7 +197,7 @@ impl<D: BlockDev> XfsFs<D> {
     }
 
     /// Directory names are case-insensitive (ASCII) on this filesystem.
-    fn ci(&self) -> bool {
+    pub(crate) fn ci(&self) -> bool {
         self.sb.versionnum & crate::superblock::version::BORG != 0
     }
 
