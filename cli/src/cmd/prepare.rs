@@ -132,6 +132,7 @@ pub fn run(a: &Args) -> Result<()> {
         root_password_hash: a.root_password_hash.clone(),
         vars: a.vars.iter().cloned().collect(),
         fixed_time: a.timestamp.map(|s| Timestamp::new(s, 0)),
+        customize: Vec::new(),
     };
     if a.output.is_some() && a.dry_run {
         return Err(super::usage(

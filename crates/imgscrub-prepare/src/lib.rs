@@ -36,6 +36,7 @@ pub mod action;
 pub mod customize;
 pub mod error;
 pub mod exec;
+pub mod firstboot;
 pub mod glob;
 pub mod inspect;
 pub mod ops;

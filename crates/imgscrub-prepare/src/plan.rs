@@ -20,6 +20,8 @@ use regex::bytes::Regex;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+mod firstboot;
+
 /// What to do with `/etc/machine-id`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -67,6 +69,8 @@ pub struct Options {
     /// Template variables (opt-in rows: `image_name`, `image_version`, `docs_url`,
     /// `description`, `locale`, `timezone_utc`, `legacy_upstart_disable`, …).
     pub vars: BTreeMap<String, String>,
+    /// Customizations (virt-customize's options), applied after the profile in this order.
+    pub customize: Vec<crate::customize::CustomizeItem>,
 }
 
 /// One concrete step of a plan.
@@ -204,9 +208,6 @@ impl Plan {
     }
 }
 
-/// Names of our own first-boot SSH key generator.
-const KEYGEN_NAME: &str = "imgscrub-ssh-keygen";
-
 /// Plan `profile` against the guest in `fs`.
 pub fn plan(fs: &dyn Filesystem, profile: &Profile, opts: &Options) -> Result<Plan> {
     let view = View::new(fs);
@@ -305,6 +306,10 @@ pub fn plan(fs: &dyn Filesystem, profile: &Profile, opts: &Options) -> Result<Pl
             (None, None) => pa.profile.clone(),
         };
         p.run(&pa.spec, &source)?;
+    }
+    // Until the customize dispatcher (plan/customize.rs) lands: the first-boot items.
+    for it in &opts.customize {
+        p.firstboot_item(it)?;
     }
     p.finish_selinux()?;
     p.coalesce()?;
@@ -1638,6 +1643,14 @@ impl Planner<'_, '_> {
                 return Ok(Some(format!("systemd unit {unit}")));
             }
         }
+        let ours = format!(
+            "{}/{}",
+            crate::firstboot::SCRIPTS_DIR,
+            crate::firstboot::KEYGEN_SCRIPT
+        );
+        if self.v.exists(ours.as_bytes())? {
+            return Ok(Some(format!("{ours} (installed by imgscrub)")));
+        }
         for f in [
             "/etc/systemd/system/imgscrub-ssh-keygen.service",
             "/etc/init/imgscrub-ssh-keygen.conf",
@@ -1687,108 +1700,14 @@ impl Planner<'_, '_> {
         } else {
             "/usr/bin/ssh-keygen"
         };
-        match self.os.init {
-            InitSystem::Systemd => {
-                let unit = format!(
-                    "[Unit]\nDescription=Generate missing SSH host keys (installed by imgscrub)\n\
-                     DefaultDependencies=no\nAfter=local-fs.target\n\
-                     Before=ssh.service sshd.service ssh.socket sshd.socket\n\n\
-                     [Service]\nType=oneshot\nExecStart={keygen} -A\nRemainAfterExit=yes\n\n\
-                     [Install]\nWantedBy=multi-user.target\n"
-                );
-                let path = format!("/etc/systemd/system/{KEYGEN_NAME}.service");
-                self.write_simple(src, &path, unit, 0o644)?;
-                let link =
-                    format!("/etc/systemd/system/multi-user.target.wants/{KEYGEN_NAME}.service");
-                if let Some(c) = self.canon(&link, false)? {
-                    self.symlink(src, &c, path.as_bytes(), LinkPolicy::IfAbsent, None)?;
-                }
-                self.notes.push(format!(
-                    "installed {path} (systemd): runs '{keygen} -A' before sshd at first boot"
-                ));
-            }
-            InitSystem::Upstart => {
-                let job = format!(
-                    "# Generate missing SSH host keys before sshd starts (installed by imgscrub)\n\
-                     description \"Generate missing SSH host keys\"\n\n\
-                     start on starting ssh or starting sshd\n\ntask\n\nexec {keygen} -A\n"
-                );
-                let path = format!("/etc/init/{KEYGEN_NAME}.conf");
-                self.write_simple(src, &path, job, 0o644)?;
-                self.notes.push(format!(
-                    "installed {path} (upstart): runs '{keygen} -A' before sshd at first boot"
-                ));
-            }
-            InitSystem::Sysvinit => {
-                let script = format!(
-                    "#!/bin/sh\n### BEGIN INIT INFO\n# Provides:          {KEYGEN_NAME}\n\
-                     # Required-Start:    $local_fs\n# Required-Stop:\n\
-                     # X-Start-Before:    ssh sshd\n# Default-Start:     2 3 4 5\n\
-                     # Default-Stop:\n# Short-Description: Generate missing SSH host keys\n\
-                     ### END INIT INFO\n# Installed by imgscrub.\n\n\
-                     case \"$1\" in\n  start)\n    {keygen} -A\n    ;;\n  stop|restart|force-reload|status)\n    ;;\n  *)\n    echo \"Usage: $0 start\" >&2\n    exit 3\n    ;;\nesac\nexit 0\n"
-                );
-                let path = format!("/etc/init.d/{KEYGEN_NAME}");
-                self.write_simple(src, &path, script, 0o755)?;
-                for n in 2..=5 {
-                    let mut dir = None;
-                    for d in [format!("/etc/rc{n}.d"), format!("/etc/rc.d/rc{n}.d")] {
-                        if let Some(c) = self.canon(&d, true)?
-                            && self.v.node(&c)?.map(|i| i.file_type) == Some(FileType::Directory)
-                        {
-                            dir = Some(c);
-                            break;
-                        }
-                    }
-                    if let Some(d) = dir {
-                        let link = join(&d, format!("S01{KEYGEN_NAME}").as_bytes());
-                        let target = format!("../init.d/{KEYGEN_NAME}");
-                        self.symlink(src, &link, target.as_bytes(), LinkPolicy::IfAbsent, None)?;
-                    }
-                }
-                self.notes.push(format!(
-                    "installed {path} (sysvinit, S01 in runlevels 2-5): runs '{keygen} -A' before sshd"
-                ));
-            }
-            InitSystem::Openrc => {
-                let script = format!(
-                    "#!/sbin/openrc-run\n# Installed by imgscrub.\n\
-                     description=\"Generate missing SSH host keys\"\n\n\
-                     depend() {{\n\tneed localmount\n\tbefore sshd\n}}\n\n\
-                     start() {{\n\tebegin \"Generating missing SSH host keys\"\n\t{keygen} -A\n\teend $?\n}}\n"
-                );
-                let path = format!("/etc/init.d/{KEYGEN_NAME}");
-                self.write_simple(src, &path, script, 0o755)?;
-                let link = format!("/etc/runlevels/default/{KEYGEN_NAME}");
-                if let Some(c) = self.canon(&link, false)? {
-                    self.symlink(src, &c, path.as_bytes(), LinkPolicy::IfAbsent, None)?;
-                }
-                self.notes.push(format!(
-                    "installed {path} (openrc, default runlevel): runs '{keygen} -A' before sshd"
-                ));
-            }
-            InitSystem::Unknown => self.warn(format!(
+        if self.os.init == InitSystem::Unknown {
+            self.warn(format!(
                 "{src}: SSH host keys are gone, the guest has no regenerator and its init \
                  system is unknown: sshd may not start until someone runs 'ssh-keygen -A'"
-            )),
+            ));
+            return Ok(());
         }
-        Ok(())
-    }
-
-    fn write_simple(&mut self, src: &str, path: &str, content: String, mode: u16) -> Result<()> {
-        if let Some(c) = self.canon(path, false)? {
-            self.write_file(
-                src,
-                &c,
-                content.into_bytes(),
-                Some(mode),
-                0,
-                0,
-                WritePolicy::IfAbsent,
-                None,
-            )?;
-        }
-        Ok(())
+        self.firstboot_keygen(src, keygen)
     }
 
     /// SELinux: new files on an enabled guest need a label. Copy the parent directory's
