@@ -445,7 +445,8 @@ fn prepare_export_tar_is_one_pass_and_reads_only() {
     assert!(!l.contains("ssh_host_rsa_key"), "{l}");
     assert!(l.contains("./boot/efi/EFI/"), "{l}");
     assert!(
-        l.contains("./etc/systemd/system/imgscrub-ssh-keygen.service\n"),
+        l.contains("./etc/systemd/system/imgscrub-firstboot.service\n")
+            && l.contains("./usr/lib/imgscrub/firstboot.d/0000-ssh-keygen\n"),
         "{l}"
     );
     let x = t.path().join("x");

@@ -56,7 +56,10 @@ fn prepare_dry_run_in_place_and_idempotent() {
     // The sample is a systemd Debian without cloud-init: sshd must get its keys back at
     // first boot from the unit prepare installs.
     let units = imgscrub_testkit::debugfs(&fs, "ls /etc/systemd/system/multi-user.target.wants");
-    assert!(units.contains("imgscrub-ssh-keygen.service"), "{units}");
+    assert!(units.contains("imgscrub-firstboot.service"), "{units}");
+    let keygen =
+        imgscrub_testkit::debugfs(&fs, "cat /usr/lib/imgscrub/firstboot.d/0000-ssh-keygen");
+    assert!(keygen.contains("ssh-keygen -A"), "{keygen}");
     let qc = run_ok(tool("qemu-img").arg("check").arg(&img));
     assert!(qc.contains("No errors"), "{qc}");
 

@@ -340,34 +340,51 @@ fn operation_selection() {
 
 #[test]
 fn ssh_key_regenerator_per_init_system() {
+    // The regenerator is a first-boot script (docs/firstboot.md): 0000-ssh-keygen in
+    // /usr/lib/imgscrub/firstboot.d, run by the first-boot hook of the guest's init before sshd.
+    let keygen = "/usr/lib/imgscrub/firstboot.d/0000-ssh-keygen";
     // Debian with systemd and no cloud-init: our unit, wanted by multi-user.target.
     let (dir, r) = prepared("debian12", "linux");
     let root = dir.path();
-    let unit = read(root, "/etc/systemd/system/imgscrub-ssh-keygen.service");
-    assert!(unit.contains("ExecStart=/usr/bin/ssh-keygen -A"));
+    assert!(read(root, keygen).contains("exec /usr/bin/ssh-keygen -A"));
+    assert_eq!(mode(root, keygen), 0o755);
+    assert_eq!(mode(root, "/usr/lib/imgscrub/firstboot.sh"), 0o755);
+    let unit = read(root, "/etc/systemd/system/imgscrub-firstboot.service");
+    assert!(unit.contains("ExecStart=/usr/lib/imgscrub/firstboot.sh"));
     assert!(unit.contains("Before=ssh.service sshd.service"));
+    // Only the key regenerator: sshd does not wait for the network.
+    assert!(!unit.contains("network-online"), "{unit}");
     assert_eq!(
         link(
             root,
-            "/etc/systemd/system/multi-user.target.wants/imgscrub-ssh-keygen.service"
+            "/etc/systemd/system/multi-user.target.wants/imgscrub-firstboot.service"
         ),
-        "/etc/systemd/system/imgscrub-ssh-keygen.service"
+        "/etc/systemd/system/imgscrub-firstboot.service"
     );
     assert!(
-        r.notes.iter().any(|n| n.contains("imgscrub-ssh-keygen")),
+        r.notes
+            .iter()
+            .any(|n| n.contains("0000-ssh-keygen") && n.contains("systemd")),
         "{:?}",
         r.notes
     );
 
-    // Debian 7 sysvinit: script + S01 links before S02ssh.
+    // Debian 7 sysvinit: script + S links; in rc2.d the same number as S02ssh (sorts first).
     let (dir, r) = prepared("debian7", "linux");
     let root = dir.path();
-    assert_eq!(mode(root, "/etc/init.d/imgscrub-ssh-keygen"), 0o755);
-    assert!(read(root, "/etc/init.d/imgscrub-ssh-keygen").contains("ssh-keygen -A"));
-    for n in 2..=5 {
+    assert_eq!(mode(root, "/etc/init.d/imgscrub-firstboot"), 0o755);
+    assert!(
+        read(root, "/etc/init.d/imgscrub-firstboot").contains("/usr/lib/imgscrub/firstboot.sh")
+    );
+    assert!(read(root, keygen).contains("ssh-keygen -A"));
+    assert_eq!(
+        link(root, "/etc/rc2.d/S02imgscrub-firstboot"),
+        "../init.d/imgscrub-firstboot"
+    );
+    for n in 3..=5 {
         assert_eq!(
-            link(root, &format!("/etc/rc{n}.d/S01imgscrub-ssh-keygen")),
-            "../init.d/imgscrub-ssh-keygen"
+            link(root, &format!("/etc/rc{n}.d/S99imgscrub-firstboot")),
+            "../init.d/imgscrub-firstboot"
         );
     }
     assert!(r.notes.iter().any(|n| n.contains("sysvinit")));
@@ -381,8 +398,12 @@ fn ssh_key_regenerator_per_init_system() {
         &Options::default(),
     )
     .unwrap();
-    let job = read(dir.path(), "/etc/init/imgscrub-ssh-keygen.conf");
-    assert!(job.contains("start on starting ssh") && job.contains("ssh-keygen -A"));
+    let job = read(dir.path(), "/etc/init/imgscrub-firstboot.conf");
+    assert!(
+        job.contains("start on starting ssh")
+            && job.contains("exec /usr/lib/imgscrub/firstboot.sh")
+    );
+    assert!(read(dir.path(), keygen).contains("ssh-keygen -A"));
 
     // Guests that regenerate keys by themselves get nothing.
     for (name, how) in [
@@ -392,16 +413,17 @@ fn ssh_key_regenerator_per_init_system() {
         ("alpine", "ssh-keygen"),
     ] {
         let (dir, r) = prepared(name, "linux");
+        assert!(!exists(dir.path(), "/usr/lib/imgscrub"), "{name}");
         assert!(!exists(
             dir.path(),
-            "/etc/systemd/system/imgscrub-ssh-keygen.service"
+            "/etc/systemd/system/imgscrub-firstboot.service"
         ));
         assert!(
-            !exists(dir.path(), "/etc/init.d/imgscrub-ssh-keygen"),
+            !exists(dir.path(), "/etc/init.d/imgscrub-firstboot"),
             "{name}"
         );
         assert!(
-            !exists(dir.path(), "/etc/init/imgscrub-ssh-keygen.conf"),
+            !exists(dir.path(), "/etc/init/imgscrub-firstboot.conf"),
             "{name}"
         );
         assert!(
