@@ -20,6 +20,7 @@ use regex::bytes::Regex;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+mod customize;
 mod firstboot;
 
 /// What to do with `/etc/machine-id`.
@@ -307,10 +308,7 @@ pub fn plan(fs: &dyn Filesystem, profile: &Profile, opts: &Options) -> Result<Pl
         };
         p.run(&pa.spec, &source)?;
     }
-    // Until the customize dispatcher (plan/customize.rs) lands: the first-boot items.
-    for it in &opts.customize {
-        p.firstboot_item(it)?;
-    }
+    p.customize_all(&opts.customize)?;
     p.finish_selinux()?;
     p.coalesce()?;
     let selinux_label = p.selinux_label_flag();
