@@ -10,8 +10,8 @@ mod common;
 
 use common::distros::build;
 use imgscrub_disk::RawFile;
-use imgscrub_fs::{Ext4, Filesystem};
 use imgscrub_fs::filesystem::Timestamp;
+use imgscrub_fs::{Ext4, Filesystem};
 use imgscrub_prepare::firstboot as fb;
 use imgscrub_prepare::{
     CustomizeItem, InitSystem, Options, Origin, ParseContext, PrepareError, Profile, Report,
