@@ -476,3 +476,65 @@ fn runner_runs_once_in_order_and_disables_itself() {
         assert_eq!(std::fs::read_to_string(&order).unwrap(), "a\nf\nb\n");
     }
 }
+
+/// On an SELinux guest whose ext4 has labels, the first-boot files get their directory's
+/// label (read back with debugfs `ea_get`), and no relabel is requested.
+#[test]
+fn selinux_labels_on_firstboot_files() {
+    require_tools!("mke2fs", "debugfs", "e2fsck");
+    let t = tempfile::tempdir().unwrap();
+    let Some(img) = image(t.path(), "centos7", &[]) else {
+        return;
+    };
+    // Label every directory of the tree: /usr/lib as lib_t, the unit directory as
+    // systemd_unit_file_t, everything else etc_t.
+    let mut cmds = String::new();
+    let mut stack = vec![String::from("/")];
+    while let Some(d) = stack.pop() {
+        let label = if d.starts_with("/usr/lib") {
+            "system_u:object_r:lib_t:s0"
+        } else if d.starts_with("/etc/systemd/system") {
+            "system_u:object_r:systemd_unit_file_t:s0"
+        } else {
+            "system_u:object_r:etc_t:s0"
+        };
+        cmds.push_str(&format!("ea_set \"{d}\" security.selinux {label}\n"));
+        let host = t.path().join("src").join(d.trim_start_matches('/'));
+        for e in std::fs::read_dir(&host).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                let name = e.file_name().into_string().unwrap();
+                stack.push(format!("{}/{name}", d.trim_end_matches('/')));
+            }
+        }
+    }
+    let f = t.path().join("label.cmds");
+    std::fs::write(&f, cmds).unwrap();
+    run_ok(
+        Command::new(find_tool("debugfs").unwrap())
+            .arg("-w")
+            .arg("-f")
+            .arg(&f)
+            .arg(&img),
+    );
+    let its = items(&[("firstboot-command", "true")], t.path());
+    let r = apply(&img, "linux", &options(its)).unwrap();
+    assert_e2fsck_clean(&img);
+    assert!(
+        r.notes.iter().any(|n| n.contains("label of their parent")),
+        "{:?}",
+        r.notes
+    );
+    assert!(!names(&img, "/").contains(&".autorelabel".to_string()));
+    for (path, label) in [
+        ("/usr/lib/imgscrub/firstboot.sh", "lib_t"),
+        ("/usr/lib/imgscrub/firstboot.d/0001-command", "lib_t"),
+        (
+            "/etc/systemd/system/imgscrub-firstboot.service",
+            "systemd_unit_file_t",
+        ),
+    ] {
+        let got = debugfs(&img, &format!("ea_get {path} security.selinux"));
+        assert!(got.contains(label), "{path}: {got}");
+    }
+}
