@@ -33,6 +33,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod action;
+pub mod customize;
 pub mod error;
 pub mod exec;
 pub mod glob;
@@ -43,6 +44,10 @@ pub mod profile;
 pub mod view;
 
 pub use action::{Action, ActionSpec, Condition, Edit, LinkPolicy, WritePolicy};
+pub use customize::{
+    CustomizeError, CustomizeItem, CustomizeOp, Origin, ParseContext, parse_commands_file,
+    parse_option,
+};
 pub use error::{PrepareError, Result};
 pub use exec::{DiskStep, IdChange, Report, Totals, execute, report};
 pub use imgscrub_fs::filesystem::Timestamp;
