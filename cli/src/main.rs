@@ -47,6 +47,9 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Scrub an image with a profile (in place, or into a new image with --output).
     Prepare(cmd::prepare::Args),
+    /// Customize an image offline with virt-customize's options (--write, --hostname,
+    /// --ssh-inject, --firstboot-command, --commands-from-file…), in the order given.
+    Customize(cmd::customize::Args),
     /// List the operations profiles are made of.
     ListOperations(cmd::prepare::ListArgs),
     /// Zero the free space of every filesystem, swap area and partition gap, in place.
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(args) => cmd::inspect::run(&args),
         Command::Prepare(args) => cmd::prepare::run(&args),
+        Command::Customize(args) => cmd::customize::run(&args),
         Command::ListOperations(args) => cmd::prepare::list(&args),
         Command::Sparsify(args) => cmd::shrink::sparsify(&args),
         Command::Convert(args) => cmd::shrink::convert(&args),

@@ -1,5 +1,6 @@
 //! One module per subcommand: `Args` (clap) and `run`.
 
+pub mod customize;
 pub mod export;
 pub mod files;
 pub mod inspect;

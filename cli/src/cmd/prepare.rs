@@ -99,6 +99,8 @@ pub struct Args {
     /// standard error). With --json the JSON report is still printed.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    #[command(flatten)]
+    pub customize: super::customize::CustomizeArgs,
 }
 
 fn load_profile(spec: &str) -> Result<Profile> {
@@ -132,6 +134,7 @@ pub fn run(a: &Args) -> Result<()> {
         root_password_hash: a.root_password_hash.clone(),
         vars: a.vars.iter().cloned().collect(),
         fixed_time: a.timestamp.map(|s| Timestamp::new(s, 0)),
+        customize: a.customize.items()?,
     };
     if a.output.is_some() && a.dry_run {
         return Err(super::usage(
@@ -142,15 +145,53 @@ pub fn run(a: &Args) -> Result<()> {
     if let Some(tar) = &a.export_tar {
         return export_tar(a, &profile, &opts, tar, start);
     }
-    let Some(out) = &a.output else {
+    run_target(
+        &Target {
+            image: &a.image,
+            dry_run: a.dry_run,
+            json: a.json,
+            quiet: a.quiet,
+            partition: a.partition,
+            format: a.format,
+            output: a.output.as_deref(),
+            output_format: a.output_format.as_deref(),
+            out: &a.out,
+        },
+        &profile,
+        &opts,
+    )
+}
+
+/// What `prepare` and `customize` share: the image, where the result goes, how to report.
+pub struct Target<'a> {
+    pub image: &'a std::path::Path,
+    pub dry_run: bool,
+    pub json: bool,
+    pub quiet: bool,
+    pub partition: Option<u32>,
+    pub format: Option<Format>,
+    pub output: Option<&'a std::path::Path>,
+    pub output_format: Option<&'a str>,
+    pub out: &'a OutputArgs,
+}
+
+/// Plan and apply `profile` (and `opts.customize`) in place or into `--output`.
+pub fn run_target(a: &Target<'_>, profile: &Profile, opts: &Options) -> Result<()> {
+    if a.output.is_some() && a.dry_run {
+        return Err(super::usage(
+            "--dry-run and --output do not go together (a dry run writes nothing)",
+        ));
+    }
+    let start = Instant::now();
+    let Some(out) = a.output else {
         let img = super::open_image(
-            &a.image,
+            a.image,
             OpenOptions {
                 write: !a.dry_run,
                 format: a.format,
             },
         )?;
-        let outcome = img.prepare(&profile, &opts, a.partition)?;
+        let outcome = img.prepare(profile, opts, a.partition)?;
         if a.json {
             println!("{}", serde_json::to_string_pretty(&outcome)?);
         } else if a.quiet {
@@ -174,23 +215,23 @@ pub fn run(a: &Args) -> Result<()> {
         }
         return Ok(());
     };
-    if out == &a.image || imgscrub::shrink::same_file(out, &a.image) {
+    if out == a.image || imgscrub::shrink::same_file(out, a.image) {
         bail!(
             "{}: the output is the same file as the input (for in-place preparation, leave --output out)",
             out.display()
         );
     }
     let img = super::open_image(
-        &a.image,
+        a.image,
         OpenOptions {
             write: false,
             format: a.format,
         },
     )?;
-    let format = super::shrink::output_format(a.output_format.as_deref(), out);
+    let format = super::shrink::output_format(a.output_format, out);
     let copts = a.out.convert_options(&format)?;
     let bar = Bar::new(a.quiet || a.json);
-    let (outcome, conv) = img.prepare_to(&profile, &opts, a.partition, out, &copts, &bar)?;
+    let (outcome, conv) = img.prepare_to(profile, opts, a.partition, out, &copts, &bar)?;
     if a.json {
         let v = serde_json::json!({
             "prepare": outcome,

@@ -67,6 +67,15 @@ pub enum PrepareError {
         #[source]
         source: std::io::Error,
     },
+    /// A customization option cannot be applied to this guest (`--truncate` of a missing
+    /// file, `--chown` to an unknown user…).
+    #[error("{option}: {message}")]
+    Customize {
+        /// The option, located: `--edit` or `cmds.txt:3: --edit`.
+        option: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A guest path is unusable (not absolute, or leads through a non-directory).
     #[error("bad guest path {0:?}")]
     BadPath(String),

@@ -20,6 +20,8 @@ use regex::bytes::Regex;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+mod customize;
+
 /// What to do with `/etc/machine-id`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -67,6 +69,8 @@ pub struct Options {
     /// Template variables (opt-in rows: `image_name`, `image_version`, `docs_url`,
     /// `description`, `locale`, `timezone_utc`, `legacy_upstart_disable`, …).
     pub vars: BTreeMap<String, String>,
+    /// Customizations (virt-customize's options), applied after the profile in this order.
+    pub customize: Vec<crate::customize::CustomizeItem>,
 }
 
 /// One concrete step of a plan.
@@ -306,6 +310,7 @@ pub fn plan(fs: &dyn Filesystem, profile: &Profile, opts: &Options) -> Result<Pl
         };
         p.run(&pa.spec, &source)?;
     }
+    p.customize_all(&opts.customize)?;
     p.finish_selinux()?;
     p.coalesce()?;
     let selinux_label = p.selinux_label_flag();

@@ -103,7 +103,11 @@ pub const CUSTOMIZE_OPTIONS: &[OptionInfo] = &[
         "Password hash method",
     ),
     o("root-password", "SELECTOR", "Set root's password"),
-    o("scrub", "FILE", "Overwrite a file's data, then delete it"),
+    o(
+        "scrub",
+        "FILE",
+        "Delete a regular file (its blocks are zeroed with the free space)",
+    ),
     o(
         "ssh-inject",
         "USER[:SELECTOR]",
@@ -114,7 +118,7 @@ pub const CUSTOMIZE_OPTIONS: &[OptionInfo] = &[
         "TIMEZONE",
         "Set the time zone (e.g. Europe/London)",
     ),
-    o("touch", "FILE", "Create a file or update its times"),
+    o("touch", "FILE", "Create an empty file if it is missing"),
     o(
         "truncate",
         "FILE",
