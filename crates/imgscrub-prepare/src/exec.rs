@@ -134,8 +134,11 @@ impl Report {
                     if let Some(m) = mode {
                         parts.push(format!("mode {m:04o}"));
                     }
-                    if let (Some(u), Some(g)) = (uid, gid) {
-                        parts.push(format!("owner {u}:{g}"));
+                    match (uid, gid) {
+                        (Some(u), Some(g)) => parts.push(format!("owner {u}:{g}")),
+                        (Some(u), None) => parts.push(format!("owner {u}")),
+                        (None, Some(g)) => parts.push(format!("group {g}")),
+                        (None, None) => {}
                     }
                     format!("set {}", parts.join(", "))
                 }
