@@ -233,14 +233,49 @@ fn new_attr(plan: &Plan, mode: u16, uid: u32, gid: u32) -> NewAttr {
     }
 }
 
-fn label(fs: &mut dyn Filesystem, plan: &Plan, parent: NodeId, node: NodeId) -> Result<()> {
+fn label(
+    fs: &mut dyn Filesystem,
+    plan: &Plan,
+    parent: NodeId,
+    name: &[u8],
+    node: NodeId,
+) -> Result<()> {
     if !plan.selinux_label {
         return Ok(());
     }
     if let Some(l) = fs.get_xattr(parent, "security.selinux")? {
+        // A new `.ssh` (from --ssh-inject) is `ssh_home_t` in every policy's file
+        // contexts (`HOME_DIR/\.ssh(/.*)?`, `/root/\.ssh(/.*)?`); what is created inside
+        // it then inherits that from its parent.
+        let l = if name == b".ssh" {
+            with_selinux_type(&l, "ssh_home_t")
+        } else {
+            l
+        };
         fs.set_xattr(node, "security.selinux", &l)?;
     }
     Ok(())
+}
+
+/// An SELinux context `user:role:type[:level]` with its type replaced (a trailing NUL, as
+/// the kernel stores it, is kept); unchanged when it has no type field.
+pub(crate) fn with_selinux_type(ctx: &[u8], ty: &str) -> Vec<u8> {
+    let (body, nul) = match ctx.strip_suffix(b"\0") {
+        Some(b) => (b, true),
+        None => (ctx, false),
+    };
+    let mut f: Vec<&[u8]> = body.splitn(4, |&b| b == b':').collect();
+    if f.len() < 3 {
+        return ctx.to_vec();
+    }
+    if let Some(t) = f.get_mut(2) {
+        *t = ty.as_bytes();
+    }
+    let mut out = f.join(&b':');
+    if nul {
+        out.push(0);
+    }
+    out
 }
 
 fn apply(fs: &mut dyn Filesystem, plan: &Plan, s: &Step) -> Result<()> {
@@ -280,7 +315,7 @@ fn apply(fs: &mut dyn Filesystem, plan: &Plan, s: &Step) -> Result<()> {
             Some(_) => {}
             None => {
                 let node = fs.mkdir(r.parent, &r.name, &new_attr(plan, *mode, *uid, *gid))?;
-                label(fs, plan, r.parent, node)?;
+                label(fs, plan, r.parent, &r.name, node)?;
             }
         },
         StepOp::Symlink { replace, .. } => {
@@ -299,7 +334,7 @@ fn apply(fs: &mut dyn Filesystem, plan: &Plan, s: &Step) -> Result<()> {
                 &s.raw_target,
                 &new_attr(plan, 0o777, 0, 0),
             )?;
-            label(fs, plan, r.parent, node)?;
+            label(fs, plan, r.parent, &r.name, node)?;
         }
         StepOp::WriteFile { mode, uid, gid, .. } => {
             let node = match r.node {
@@ -331,7 +366,7 @@ fn apply(fs: &mut dyn Filesystem, plan: &Plan, s: &Step) -> Result<()> {
                 }
                 None => {
                     let node = fs.create(r.parent, &r.name, &new_attr(plan, *mode, *uid, *gid))?;
-                    label(fs, plan, r.parent, node)?;
+                    label(fs, plan, r.parent, &r.name, node)?;
                     if !s.content.is_empty() {
                         fs.write(node, 0, &s.content)?;
                     }

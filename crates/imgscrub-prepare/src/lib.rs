@@ -33,6 +33,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod action;
+pub mod crypt;
 pub mod customize;
 pub mod error;
 pub mod exec;

@@ -40,6 +40,7 @@ fn cerr(it: &CustomizeItem, message: String) -> PrepareError {
 impl Planner<'_, '_> {
     /// Plan every customization item, in order.
     pub(super) fn customize_all(&mut self, items: &[CustomizeItem]) -> Result<()> {
+        self.system_setup(items);
         for it in items {
             self.customize(it)?;
         }
@@ -506,18 +507,12 @@ impl Planner<'_, '_> {
                 let n = self.existing(it, &c)?;
                 self.set_attr(src, &c, &n, None, Some(*uid), Some(*gid));
             }
-            CustomizeOp::Hostname { .. }
-            | CustomizeOp::Timezone { .. }
-            | CustomizeOp::Password { .. }
-            | CustomizeOp::PasswordCrypto { .. }
-            | CustomizeOp::SshInject { .. } => {
-                return Err(cerr(
-                    it,
-                    "not built yet in this version (system options are planned in \
-                     plan/system.rs)"
-                        .into(),
-                ));
-            }
+            CustomizeOp::Hostname { name } => self.sys_hostname(it, name)?,
+            CustomizeOp::Timezone { zone } => self.sys_timezone(it, zone)?,
+            CustomizeOp::Password { user, selector } => self.sys_password(it, user, selector)?,
+            // Global: system_setup took it before the first item.
+            CustomizeOp::PasswordCrypto { .. } => {}
+            CustomizeOp::SshInject { user, key, .. } => self.sys_ssh_inject(it, user, key)?,
             CustomizeOp::Firstboot { .. }
             | CustomizeOp::FirstbootCommand { .. }
             | CustomizeOp::FirstbootInstall { .. } => self.firstboot_item(it)?,
