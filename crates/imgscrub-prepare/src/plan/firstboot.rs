@@ -63,7 +63,16 @@ impl Planner<'_, '_> {
                 let script = pm.install_script(packages);
                 self.firstboot_add(&src, &format!("install-{}", pm.name()), script.into_bytes())?;
             }
-            _ => {}
+            _ => return Ok(()),
+        }
+        let note = format!(
+            "first-boot scripts in {SCRIPTS_DIR} run once at the next boot, before sshd ({}); \
+             output in {}",
+            self.hook_description(),
+            fb::LOG
+        );
+        if !self.notes.contains(&note) {
+            self.notes.push(note);
         }
         Ok(())
     }
