@@ -4,6 +4,7 @@
 //! host key regenerator of the `ssh-hostkeys` operation.
 
 use super::Planner;
+use super::text::contains;
 use crate::action::{LinkPolicy, WritePolicy};
 use crate::customize::{CustomizeItem, CustomizeOp, Origin};
 use crate::error::{PrepareError, Result};
@@ -269,5 +270,87 @@ impl Planner<'_, '_> {
             )?;
         }
         Ok(())
+    }
+
+    /// Whether the guest regenerates missing SSH host keys by itself, and how.
+    pub(super) fn keygen_regenerator(&self) -> Result<Option<String>> {
+        if self.v.exists(b"/usr/bin/cloud-init")? {
+            return Ok(Some("cloud-init (ssh module)".into()));
+        }
+        for unit in [
+            "sshd-keygen.service",
+            "sshd-keygen@.service",
+            "sshd-keygen.target",
+            "ssh-keygen.service",
+        ] {
+            if self.unit_exists(unit)? {
+                return Ok(Some(format!("systemd unit {unit}")));
+            }
+        }
+        let ours = format!(
+            "{}/{}",
+            crate::firstboot::SCRIPTS_DIR,
+            crate::firstboot::KEYGEN_SCRIPT
+        );
+        if self.v.exists(ours.as_bytes())? {
+            return Ok(Some(format!("{ours} (installed by imgscrub)")));
+        }
+        for f in [
+            "/etc/systemd/system/imgscrub-ssh-keygen.service",
+            "/etc/init/imgscrub-ssh-keygen.conf",
+            "/etc/init.d/imgscrub-ssh-keygen",
+        ] {
+            if self.v.exists(f.as_bytes())? {
+                return Ok(Some(format!("{f} (installed by imgscrub)")));
+            }
+        }
+        for f in [
+            "/etc/init.d/sshd",
+            "/etc/rc.d/init.d/sshd",
+            "/lib/systemd/system/ssh.service",
+            "/usr/lib/systemd/system/ssh.service",
+            "/usr/lib/systemd/system/sshd.service",
+            "/lib/systemd/system/sshd.service",
+            "/etc/init/ssh.conf",
+            "/lib/smartdc/debian",
+        ] {
+            if let Some(d) = self.v.read_follow(f.as_bytes()).ok().flatten()
+                && contains(&d, b"ssh-keygen")
+            {
+                return Ok(Some(format!("{f} runs ssh-keygen")));
+            }
+        }
+        Ok(None)
+    }
+
+    pub(super) fn ssh_keygen(&mut self, src: &str) -> Result<()> {
+        let has_sshd =
+            self.v.exists(b"/usr/sbin/sshd")? || self.v.exists(b"/etc/ssh/sshd_config")?;
+        if !has_sshd || !self.paths("/etc/ssh/ssh_host_*_key")?.is_empty() {
+            return Ok(());
+        }
+        if let Some(how) = self.keygen_regenerator()? {
+            if self.keys_deleted {
+                self.notes.push(format!(
+                    "SSH host keys removed; the guest regenerates them at first boot: {how}"
+                ));
+            }
+            return Ok(());
+        }
+        let keygen = if self.v.exists(b"/usr/bin/ssh-keygen")? {
+            "/usr/bin/ssh-keygen"
+        } else if self.v.exists(b"/bin/ssh-keygen")? {
+            "/bin/ssh-keygen"
+        } else {
+            "/usr/bin/ssh-keygen"
+        };
+        if self.os.init == InitSystem::Unknown {
+            self.warn(format!(
+                "{src}: SSH host keys are gone, the guest has no regenerator and its init \
+                 system is unknown: sshd may not start until someone runs 'ssh-keygen -A'"
+            ));
+            return Ok(());
+        }
+        self.firstboot_keygen(src, keygen)
     }
 }
