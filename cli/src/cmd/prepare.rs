@@ -30,6 +30,8 @@ Examples:
       reproducible: every time written is that one, so each run gives the same bytes
   imgscrub prepare in.qcow2 --profile lx-centos --export-tar rootfs.tar.zst
       one pass: in.qcow2 is only read; the scrubbed guest tree as a tarball (`imgscrub export --help`)
+  imgscrub prepare disk.qcow2 --operations defaults,user-account --keep-user-accounts admin
+      also remove every login user except admin (home, mail, crontab, group entries)
   imgscrub prepare disk.qcow2 --profile ./site.toml --json > report.json
       a profile of your own (it can `extends = [\"linux\"]`), report as JSON
 
@@ -69,6 +71,14 @@ pub struct Args {
     /// description, locale, timezone_utc…; see docs/profiles.md). Repeatable.
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
     pub vars: Vec<(String, String)>,
+    /// The `user-account` operation (select it with `--operations defaults,user-account`)
+    /// keeps these users (comma-separated; repeatable). Each must exist in the guest.
+    #[arg(long, value_name = "USERS", value_delimiter = ',')]
+    pub keep_user_accounts: Vec<String>,
+    /// The `user-account` operation removes only these users (comma-separated; repeatable)
+    /// instead of every user with a UID in the guest's UID_MIN..UID_MAX. Each must exist.
+    #[arg(long, value_name = "USERS", value_delimiter = ',')]
+    pub remove_user_accounts: Vec<String>,
     /// Stamp every file, directory and deletion time this run writes with this time
     /// (seconds since 1970, UTC) instead of the current time: the same input then gives a
     /// byte-identical output (reproducible builds). Defaults to `$SOURCE_DATE_EPOCH`.
@@ -133,6 +143,8 @@ pub fn run(a: &Args) -> Result<()> {
         dry_run: a.dry_run,
         root_password_hash: a.root_password_hash.clone(),
         vars: a.vars.iter().cloned().collect(),
+        keep_user_accounts: a.keep_user_accounts.clone(),
+        remove_user_accounts: a.remove_user_accounts.clone(),
         fixed_time: a.timestamp.map(|s| Timestamp::new(s, 0)),
         customize: a.customize.items()?,
     };

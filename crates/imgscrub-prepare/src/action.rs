@@ -215,6 +215,10 @@ pub enum Action {
     MachineId,
     /// Install a first-boot SSH host key generator if the guest has none and no host keys.
     SshKeyRegenerator,
+    /// Remove login users (UID_MIN..UID_MAX of `/etc/login.defs`, root never) with their
+    /// passwd, shadow, group and gshadow entries, home, mail spool and crontab; the
+    /// `--keep-user-accounts` / `--remove-user-accounts` options choose whom.
+    UserAccounts,
     /// A lint: when the condition holds, the report carries `message` as a warning.
     Check {
         /// Warning text.

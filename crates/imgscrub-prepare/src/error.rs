@@ -76,6 +76,10 @@ pub enum PrepareError {
         /// What is wrong.
         message: String,
     },
+    /// The `user-account` operation cannot do what its options ask (a user that does not
+    /// exist in the guest, root, a bad name, or the options without the operation).
+    #[error("user-account: {0}")]
+    UserAccount(String),
     /// A guest path is unusable (not absolute, or leads through a non-directory).
     #[error("bad guest path {0:?}")]
     BadPath(String),

@@ -21,7 +21,7 @@
 //! | `files`         | delete, truncate, mkdir, symlink, write, copy, chown, chmod; the low-level step builders every other module uses |
 //! | `services`      | disable/enable services per init system, `unit_exists` |
 //! | `firstboot`     | things that run at the guest's first boot (today: the SSH host key regenerator) |
-//! | `accounts`      | `/etc/passwd`, `/etc/shadow`, `/etc/group` edits (`set_shadow`) |
+//! | `accounts`      | `/etc/passwd`, `/etc/shadow`, `/etc/group`, `/etc/gshadow` edits (`set_shadow`, the `user-account` operation) |
 //! | `identity`      | the machine's identity files (`/etc/machine-id`, dbus's copy) |
 //! | `selinux`       | labels for new files, or `/.autorelabel` |
 //! | `coalesce`      | the final pass: several writes of one file become one, no-op writes go |
@@ -100,6 +100,11 @@ pub struct Options {
     pub vars: BTreeMap<String, String>,
     /// Customizations (virt-customize's options), applied after the profile in this order.
     pub customize: Vec<crate::customize::CustomizeItem>,
+    /// Users the `user-account` operation keeps (`--keep-user-accounts`).
+    pub keep_user_accounts: Vec<String>,
+    /// The only users the `user-account` operation removes (`--remove-user-accounts`);
+    /// empty: every user with a UID in the guest's UID_MIN..UID_MAX.
+    pub remove_user_accounts: Vec<String>,
 }
 
 /// One concrete step of a plan.
@@ -314,6 +319,7 @@ pub fn plan(fs: &dyn Filesystem, profile: &Profile, opts: &Options) -> Result<Pl
         regexes: HashMap::new(),
         profile: profile.name.clone(),
         keys_deleted: false,
+        user_accounts_ran: false,
     };
     for op in catalogue() {
         if !selected.contains(&op.name) {
@@ -336,6 +342,7 @@ pub fn plan(fs: &dyn Filesystem, profile: &Profile, opts: &Options) -> Result<Pl
         };
         p.run(&pa.spec, &source)?;
     }
+    p.check_user_account_options()?;
     p.customize_all(&opts.customize)?;
     p.finish_selinux()?;
     p.coalesce()?;
@@ -388,6 +395,8 @@ struct Planner<'a, 'o> {
     regexes: HashMap<String, Regex>,
     profile: String,
     keys_deleted: bool,
+    /// The `user_accounts` action ran (its options without it are an error).
+    user_accounts_ran: bool,
 }
 
 fn step(source: &str, path: &[u8], op: StepOp, bytes: u64) -> Step {
@@ -557,6 +566,7 @@ impl Planner<'_, '_> {
             Action::Chmod { path, mode } => self.act_chmod(src, path, *mode),
             Action::MachineId => self.machine_id(src),
             Action::SshKeyRegenerator => self.ssh_keygen(src),
+            Action::UserAccounts => self.act_user_accounts(src),
             Action::Check { message } => {
                 let m = self.render(message);
                 self.warn(format!("{src}: {m}"));

@@ -1,2 +1,3 @@
 pub mod distros;
 pub mod rows;
+pub mod users;
