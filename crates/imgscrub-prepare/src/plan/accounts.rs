@@ -461,11 +461,10 @@ impl Planner<'_, '_> {
             }
         }
         self.notes.push(format!(
-            "{src}: removed the user account{} {} (UID_MIN..UID_MAX {uid_min}..{uid_max})",
-            if removed.len() == 1 { "" } else { "s" },
+            "{src}: user accounts removed: {} (login UIDs {uid_min}..{uid_max})",
             removed
                 .iter()
-                .map(|u| format!("{} ({})", show(&u.name), u.uid))
+                .map(|u| format!("{} (uid {})", show(&u.name), u.uid))
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
