@@ -46,10 +46,10 @@ enum Command {
     /// Show an image's format, backing chain, partitions and filesystems (reads only).
     Inspect(cmd::inspect::Args),
     /// Scrub an image with a profile (in place, or into a new image with --output).
-    Prepare(cmd::prepare::Args),
+    Prepare(Box<cmd::prepare::Args>),
     /// Customize an image offline with virt-customize's options (--write, --hostname,
     /// --ssh-inject, --firstboot-command, --commands-from-file…), in the order given.
-    Customize(cmd::customize::Args),
+    Customize(Box<cmd::customize::Args>),
     /// List the operations profiles are made of.
     ListOperations(cmd::prepare::ListArgs),
     /// Zero the free space of every filesystem, swap area and partition gap, in place.

@@ -230,12 +230,16 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Edit {
-    /// Replace the first match of `replace` on each line (regex, `$1` groups) with `with`.
+    /// Replace the first match of `replace` on each line (regex, `$1` groups) with `with`;
+    /// with `until`, only on the lines before the first line matching that regex.
     Replace {
         /// Regex.
         replace: String,
         /// Replacement.
         with: String,
+        /// Regex: this line and everything after it are left alone (e.g. sshd's `Match`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<String>,
     },
     /// Put `prefix` in front of lines from one matching `block_start` up to, not including,
     /// the next line matching `block_end`.

@@ -315,3 +315,23 @@ fn hostile_home_and_names_are_left_alone() {
         r.warnings
     );
 }
+
+#[test]
+fn a_symlinked_account_file_stops_the_operation() {
+    let (dir, _) = tree("debian12");
+    let root = dir.path();
+    std::fs::rename(root.join("etc/shadow"), root.join("etc/shadow.real")).unwrap();
+    std::os::unix::fs::symlink("shadow.real", root.join("etc/shadow")).unwrap();
+    let before = accounts_snapshot(root);
+    let r = run(root, &opts("user-account", &[], &[])).unwrap();
+    assert!(r.is_empty(), "{}", r.to_text());
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("/etc/shadow is not a regular file"))
+    );
+    assert_eq!(before, accounts_snapshot(root));
+    assert!(exists(root, "/home/alice/.profile"));
+    let e = run(root, &opts("user-account", &["bob"], &[])).unwrap_err();
+    assert!(e.to_string().contains("refusing"), "{e}");
+}

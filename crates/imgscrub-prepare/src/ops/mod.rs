@@ -205,6 +205,48 @@ mod tests {
         assert!(!Selection::defaults().resolve().contains(LVM_UUIDS));
     }
 
+    /// Every regular expression of the catalogue compiles with the crate's regex features
+    /// (a bad one would only fail when its operation is planned).
+    #[test]
+    fn catalogue_regexes_compile() {
+        use crate::action::{Action, Edit};
+        for o in catalogue() {
+            for a in &o.actions {
+                let mut pats: Vec<String> = Vec::new();
+                if let Some((_, re)) = &a.when.any_contains {
+                    pats.push(format!("(?m){re}"));
+                }
+                let edits = match &a.action {
+                    Action::Edit { edits, .. } | Action::CopyFile { edits, .. } => edits.as_slice(),
+                    _ => &[],
+                };
+                for e in edits {
+                    match e {
+                        Edit::Replace { replace, until, .. } => {
+                            pats.push(replace.clone());
+                            pats.extend(until.clone());
+                        }
+                        Edit::PrefixBlock {
+                            block_start,
+                            block_end,
+                            ..
+                        } => pats.extend([block_start.clone(), block_end.clone()]),
+                        Edit::PrefixLines { prefix_lines, .. } => pats.push(prefix_lines.clone()),
+                        Edit::DeleteLines { delete_lines } => pats.push(delete_lines.clone()),
+                        Edit::AppendIfMissing { matching, .. }
+                        | Edit::PrependIfMissing { matching, .. } => pats.extend(matching.clone()),
+                        Edit::RemoveHostname { .. } | Edit::Append { .. } => {}
+                    }
+                }
+                for p in pats {
+                    if let Err(e) = regex::bytes::Regex::new(&p) {
+                        panic!("{}: {p:?}: {e}", o.name);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn list_operations_outputs() {
         let text = list_operations_text();

@@ -344,6 +344,22 @@ impl Planner<'_, '_> {
                     .into(),
             ));
         };
+        // The databases are rewritten together or not at all: one that is a symlink (or
+        // not a file) would be left behind, so nobody is removed then.
+        for f in ["/etc/passwd", "/etc/shadow", "/etc/group", "/etc/gshadow"] {
+            if let Some(c) = self.canon(f, false)?
+                && let Some(info) = self.v.node(&c)?
+                && info.file_type != FileType::Regular
+            {
+                if !keep.is_empty() || !only.is_empty() {
+                    return Err(PrepareError::UserAccount(format!(
+                        "{f} is not a regular file; refusing to edit the account files"
+                    )));
+                }
+                self.warn(format!("{src}: {f} is not a regular file; no user removed"));
+                return Ok(());
+            }
+        }
         let users = parse_passwd(&passwd);
         let login_defs = self.v.read_follow(b"/etc/login.defs")?;
         let (uid_min, uid_max) = uid_range(login_defs.as_deref());
@@ -461,11 +477,10 @@ impl Planner<'_, '_> {
             }
         }
         self.notes.push(format!(
-            "{src}: removed the user account{} {} (UID_MIN..UID_MAX {uid_min}..{uid_max})",
-            if removed.len() == 1 { "" } else { "s" },
+            "{src}: user accounts removed: {} (login UIDs {uid_min}..{uid_max})",
             removed
                 .iter()
-                .map(|u| format!("{} ({})", show(&u.name), u.uid))
+                .map(|u| format!("{} (uid {})", show(&u.name), u.uid))
                 .collect::<Vec<_>>()
                 .join(", ")
         ));

@@ -111,10 +111,18 @@ impl Planner<'_, '_> {
         let (mut lines, mut trailing) = lines_of(old);
         for e in edits {
             match e {
-                Edit::Replace { replace, with } => {
+                Edit::Replace {
+                    replace,
+                    with,
+                    until,
+                } => {
                     let re = self.regex(replace)?;
+                    let stop = until.as_deref().map(|u| self.regex(u)).transpose()?;
                     let with = self.render(with);
                     for l in &mut lines {
+                        if stop.as_ref().is_some_and(|s| s.is_match(l)) {
+                            break;
+                        }
                         if re.is_match(l) {
                             *l = re.replace(l, with.as_bytes()).into_owned();
                         }

@@ -1,3 +1,4 @@
 pub mod distros;
+pub mod leftovers;
 pub mod rows;
 pub mod users;
