@@ -4,7 +4,8 @@
 #
 #   benches/formats.sh [WORKDIR]      (env: RUNS=3  IMGSCRUB=path/to/imgscrub)
 #
-#   (v1) imgscrub convert --output-format vmdk               (every core, deterministic)
+#   (v1) imgscrub convert --output-format vmdk               (every core, deterministic; level 9)
+#   (v6) imgscrub convert --output-format vmdk --level 6     (qemu-img's level)
 #   (v2) qemu-img convert -O vmdk -o subformat=streamOptimized
 #   (v3) imgscrub convert --sparsify --output-format vmdk     (free space never read)
 #   (h1) imgscrub convert --output-format vhd                 (fixed, whole MiB)
@@ -27,13 +28,14 @@ cd "$work"
 cat dirty.raw > /dev/null
 hyperfine --runs "$runs" --export-markdown formats.md \
   -n "v1 imgscrub vmdk" "$IMGSCRUB convert -q --output-format vmdk dirty.raw v1.vmdk" \
+  -n "v6 imgscrub vmdk --level 6" "$IMGSCRUB convert -q --level 6 --output-format vmdk dirty.raw v6.vmdk" \
   -n "v2 qemu-img vmdk streamOptimized" "qemu-img convert -O vmdk -o subformat=streamOptimized dirty.raw v2.vmdk" \
   -n "v3 imgscrub vmdk --sparsify" "$IMGSCRUB convert -q --sparsify --output-format vmdk dirty.raw v3.vmdk" \
   -n "h1 imgscrub vhd fixed" "$IMGSCRUB convert -q --output-format vhd dirty.raw h1.vhd" \
   -n "h2 qemu-img vpc fixed" "qemu-img convert -O vpc -o subformat=fixed,force_size dirty.raw h2.vhd"
-for f in v1.vmdk v2.vmdk v3.vmdk h1.vhd h2.vhd; do
+for f in v1.vmdk v6.vmdk v2.vmdk v3.vmdk h1.vhd h2.vhd; do
   printf '%-8s %12d bytes  %10d KiB allocated\n' "$f" "$(stat -c %s "$f")" "$(du -k "$f" | cut -f1)"
 done
 qemu-img compare v1.vmdk dirty.raw
 qemu-img compare -F vpc dirty.raw h1.vhd
-rm -f v1.vmdk v2.vmdk v3.vmdk h1.vhd h2.vhd
+rm -f v1.vmdk v6.vmdk v2.vmdk v3.vmdk h1.vhd h2.vhd

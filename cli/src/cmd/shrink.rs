@@ -16,7 +16,7 @@ pub struct OutputArgs {
     /// VMDK is always deflate-compressed (zlib); raw and VHD are never compressed.
     #[arg(long, value_name = "ALGO", value_parser = ["zstd", "zlib", "none"])]
     pub compress: Option<String>,
-    /// Compression level (zstd 1–22, default 3; zlib 1–9, default 9 for qcow2, 6 for VMDK).
+    /// Compression level (zstd 1–22, default 3; zlib 1–9, default 9 for qcow2 and VMDK, whose output is then no larger than qemu-img's; 6 is about twice as fast and 0.2–0.7 % larger).
     #[arg(long, value_name = "N")]
     pub level: Option<i32>,
     /// Cluster size in bytes: qcow2 clusters (512 to 2097152), VMDK grains (4096 to

@@ -372,3 +372,41 @@ fn damaged_metadata_is_one_line_and_nothing_is_written() {
         assert!(!matches!(e, DiskError::ReadOnly), "{what}: tried to write");
     }
 }
+
+/// Two PVs whose metadata copies differ at the same seqno (a VG edited behind lvm2's back):
+/// refused with one line naming both PVs and the seqno, as lvm2 calls the VG inconsistent;
+/// nothing is written.
+#[test]
+fn copies_that_disagree_at_one_seqno_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(f) = fixture("striped-gpt", &dir) else {
+        return;
+    };
+    let mut img = std::fs::read(&f.image).unwrap();
+    // Untouched, both copies agree and the VG reads.
+    {
+        let (_, parts) = open(img.clone());
+        lvm::scan(parts).unwrap();
+    }
+    let pv = f.pvs[0].0 as usize;
+    rewrite_text(&mut img, pv, |t| {
+        t.replacen("stripe_size = 128", "stripe_size = 64", 1)
+    });
+    let disk: Dev = Arc::new(MemDev::from_vec(img).read_only());
+    let table = discover(disk.as_ref()).unwrap();
+    let parts: Vec<Slice<Dev>> = table
+        .partitions
+        .iter()
+        .map(|p| Slice::new(disk.clone(), p.start, p.size).unwrap())
+        .collect();
+    let Err(e) = lvm::scan(parts) else {
+        panic!("disagreeing copies accepted");
+    };
+    let m = e.to_string();
+    assert!(!m.contains('\n'), "{m}");
+    assert!(m.contains("data-vg") && m.contains("same seqno"), "{m}");
+    for (_, _, uuid) in &f.pvs {
+        assert!(m.contains(uuid.as_str()), "{m} names {uuid}");
+    }
+    assert!(!matches!(e, DiskError::ReadOnly), "tried to write");
+}

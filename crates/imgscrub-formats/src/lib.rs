@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+mod bounded;
 pub mod detect;
 mod le;
 pub mod vhd;

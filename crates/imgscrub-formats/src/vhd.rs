@@ -12,6 +12,7 @@
 //! qemu (creator `vpc ` / `qemu`), which are sized by their CHS geometry unless it is the
 //! largest one, exactly as qemu decides.
 
+use crate::bounded::ImageFile;
 use crate::le::{be16, be32, be64, put};
 use imgscrub_disk::RawFile;
 use imgscrub_disk::{AllocKind, AllocRange, BlockDev, DiskError, Result, check_range};
@@ -259,9 +260,7 @@ impl DynamicHeader {
 
 /// A fixed or dynamic VHD, read-only.
 pub struct Vhd {
-    file: Box<dyn BlockDev>,
-    name: String,
-    file_len: u64,
+    file: ImageFile,
     len: u64,
     /// `None` for a fixed disk.
     dynamic: Option<Dynamic>,
@@ -277,7 +276,7 @@ struct Dynamic {
 impl std::fmt::Debug for Vhd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Vhd")
-            .field("name", &self.name)
+            .field("name", &self.file.name())
             .field("len", &self.len)
             .field("dynamic", &self.dynamic.is_some())
             .finish_non_exhaustive()
@@ -294,20 +293,8 @@ impl Vhd {
     /// Read the structures of a VHD file held by `file` (a raw file, or memory; `name` is
     /// used in messages). Memory used is bounded by the tables present in the file.
     pub fn from_dev(file: Box<dyn BlockDev>, name: &str) -> Result<Self> {
+        let file = ImageFile::new(file, name, "VHD");
         let file_len = file.len();
-        let fits = |off: u64, len: u64, what: &str| -> Result<()> {
-            if off.checked_add(len).is_none_or(|e| e > file_len) {
-                return Err(DiskError::corrupt(
-                    "VHD",
-                    format!("{what} at byte {off:#x} is past the end of {name}"),
-                ));
-            }
-            Ok(())
-        };
-        let rd = |buf: &mut [u8], off: u64, what: &str| -> Result<()> {
-            fits(off, buf.len() as u64, what)?;
-            file.read_at(buf, off)
-        };
         if file_len < FOOTER_SIZE {
             return Err(DiskError::corrupt(
                 "VHD footer",
@@ -316,9 +303,9 @@ impl Vhd {
         }
         // The copy at the start (dynamic disks) first, as qemu does; else the end.
         let mut b = [0u8; 512];
-        rd(&mut b, 0, "the footer copy")?;
+        file.read(&mut b, 0, "the footer copy")?;
         if !b.starts_with(b"conectix") {
-            rd(&mut b, file_len - FOOTER_SIZE, "the footer")?;
+            file.read(&mut b, file_len - FOOTER_SIZE, "the footer")?;
         }
         let footer = Footer::parse(&b)?;
         let len = footer.virtual_size();
@@ -342,7 +329,7 @@ impl Vhd {
             }
             TYPE_DYNAMIC => {
                 let mut hb = [0u8; DYN_HEADER_SIZE];
-                rd(&mut hb, footer.data_offset, "the dynamic header")?;
+                file.read(&mut hb, footer.data_offset, "the dynamic header")?;
                 let h = DynamicHeader::parse(&hb)?;
                 if !h.block_size.is_power_of_two()
                     || h.block_size < 512
@@ -365,13 +352,13 @@ impl Vhd {
                         ),
                     ));
                 }
-                fits(
+                file.fits(
                     h.table_offset,
                     u64::from(h.max_table_entries) * 4,
                     "the block allocation table",
                 )?;
                 let mut bat = vec![0u8; h.max_table_entries as usize * 4];
-                rd(&mut bat, h.table_offset, "the block allocation table")?;
+                file.read(&mut bat, h.table_offset, "the block allocation table")?;
                 let bat = bat
                     .chunks_exact(4)
                     .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
@@ -392,31 +379,12 @@ impl Vhd {
                 return Err(DiskError::corrupt("VHD footer", format!("disk type {t}")));
             }
         };
-        Ok(Vhd {
-            file,
-            name: name.to_string(),
-            file_len,
-            len,
-            dynamic,
-        })
+        Ok(Vhd { file, len, dynamic })
     }
 
     /// True for a dynamic disk.
     pub fn is_dynamic(&self) -> bool {
         self.dynamic.is_some()
-    }
-
-    fn read_file(&self, buf: &mut [u8], off: u64, what: &str) -> Result<()> {
-        if off
-            .checked_add(buf.len() as u64)
-            .is_none_or(|e| e > self.file_len)
-        {
-            return Err(DiskError::corrupt(
-                "VHD block allocation table",
-                format!("{what} at byte {off:#x} is past the end of {}", self.name),
-            ));
-        }
-        self.file.read_at(buf, off)
     }
 }
 
@@ -428,7 +396,7 @@ impl BlockDev for Vhd {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         check_range("read", offset, buf.len() as u64, self.len)?;
         let Some(d) = &self.dynamic else {
-            return self.read_file(buf, offset, "data");
+            return self.file.read(buf, offset, "data");
         };
         let mut done = 0usize;
         let mut bitmap = vec![0u8; d.bitmap as usize];
@@ -442,8 +410,9 @@ impl BlockDev for Vhd {
                 None | Some(u32::MAX) => dst.fill(0),
                 Some(sector) => {
                     let start = u64::from(sector) * 512;
-                    self.read_file(&mut bitmap, start, "a sector bitmap")?;
-                    self.read_file(dst, start + d.bitmap + in_block, "a block")?;
+                    self.file.read(&mut bitmap, start, "a sector bitmap")?;
+                    self.file
+                        .read(dst, start + d.bitmap + in_block, "a block")?;
                     // Sectors whose bit is clear are not stored: they read as zeros.
                     let first = in_block / 512;
                     let last = (in_block + n as u64 - 1) / 512;

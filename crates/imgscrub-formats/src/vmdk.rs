@@ -10,6 +10,7 @@
 //! found through a footer (a second header) in the file's last 1536 bytes:
 //! footer marker, footer, end-of-stream marker.
 
+use crate::bounded::ImageFile;
 use crate::le::{le16, le32, le64, put};
 use imgscrub_disk::RawFile;
 use imgscrub_disk::{AllocKind, AllocRange, BlockDev, DiskError, Result, check_range};
@@ -253,9 +254,7 @@ pub fn sparse_subformat(head: &[u8]) -> String {
 
 /// A monolithicSparse or streamOptimized VMDK, read-only.
 pub struct Vmdk {
-    file: Box<dyn BlockDev>,
-    name: String,
-    file_len: u64,
+    file: ImageFile,
     len: u64,
     grain: u64,
     compressed: bool,
@@ -273,7 +272,7 @@ pub struct Vmdk {
 impl std::fmt::Debug for Vmdk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Vmdk")
-            .field("name", &self.name)
+            .field("name", &self.file.name())
             .field("len", &self.len)
             .field("grain", &self.grain)
             .field("compressed", &self.compressed)
@@ -291,22 +290,10 @@ impl Vmdk {
     /// Read the structures of a VMDK file held by `file` (a raw file, or memory; `name` is
     /// used in messages). Memory used is bounded by the tables present in the file.
     pub fn from_dev(file: Box<dyn BlockDev>, name: &str) -> Result<Self> {
+        let file = ImageFile::new(file, name, "VMDK");
         let file_len = file.len();
-        let fits = |off: u64, len: u64, what: &str| -> Result<()> {
-            if off.checked_add(len).is_none_or(|e| e > file_len) {
-                return Err(DiskError::corrupt(
-                    "VMDK",
-                    format!("{what} at byte {off:#x} is past the end of {name}"),
-                ));
-            }
-            Ok(())
-        };
-        let rd = |buf: &mut [u8], off: u64, what: &str| -> Result<()> {
-            fits(off, buf.len() as u64, what)?;
-            file.read_at(buf, off)
-        };
         let mut hb = [0u8; 512];
-        rd(&mut hb, 0, "the header")?;
+        file.read(&mut hb, 0, "the header")?;
         let mut h = SparseHeader::parse(&hb)?;
         // The embedded descriptor must describe one sparse extent: this file.
         if h.desc_offset == 0 || h.desc_size == 0 {
@@ -315,7 +302,7 @@ impl Vmdk {
                  descriptor file with `qemu-img convert -O qcow2`"
             )));
         }
-        fits(
+        file.fits(
             h.desc_offset.saturating_mul(SECTOR),
             h.desc_size.saturating_mul(SECTOR),
             "the descriptor",
@@ -327,7 +314,7 @@ impl Vmdk {
             ));
         }
         let mut desc = vec![0u8; (h.desc_size * SECTOR) as usize];
-        rd(
+        file.read(
             &mut desc,
             h.desc_offset.saturating_mul(SECTOR),
             "the descriptor",
@@ -361,7 +348,7 @@ impl Vmdk {
                 ));
             }
             let mut tail = [0u8; 1536];
-            rd(&mut tail, file_len - 1536, "the footer")?;
+            file.read(&mut tail, file_len - 1536, "the footer")?;
             if le32(&tail, 12) != MARKER_FOOTER || le32(&tail, 512 + 1024 + 12) != MARKER_EOS {
                 return Err(DiskError::corrupt(
                     "VMDK footer",
@@ -395,13 +382,13 @@ impl Vmdk {
             )));
         }
         // Allocate only for what the file holds.
-        fits(
+        file.fits(
             h.gd_offset.saturating_mul(SECTOR),
             gd_n * 4,
             "the grain directory",
         )?;
         let mut gd = vec![0u8; (gd_n * 4) as usize];
-        rd(
+        file.read(
             &mut gd,
             h.gd_offset.saturating_mul(SECTOR),
             "the grain directory",
@@ -414,15 +401,13 @@ impl Vmdk {
                 gts.push(None);
                 continue;
             }
-            rd(&mut gt, u64::from(sector) * SECTOR, "a grain table")?;
+            file.read(&mut gt, u64::from(sector) * SECTOR, "a grain table")?;
             gts.push(Some(
                 (0..per_gt as usize).map(|j| le32(&gt, j * 4)).collect(),
             ));
         }
         Ok(Vmdk {
             file,
-            name: name.to_string(),
-            file_len,
             len: h.capacity * SECTOR,
             grain: h.granularity * SECTOR,
             compressed,
@@ -449,24 +434,11 @@ impl Vmdk {
         }
     }
 
-    fn read_file(&self, buf: &mut [u8], off: u64, what: &str) -> Result<()> {
-        if off
-            .checked_add(buf.len() as u64)
-            .is_none_or(|e| e > self.file_len)
-        {
-            return Err(DiskError::corrupt(
-                "VMDK grain table",
-                format!("{what} at byte {off:#x} is past the end of {}", self.name),
-            ));
-        }
-        self.file.read_at(buf, off)
-    }
-
     /// Decompress grain `g` stored at `sector` into `out` (one grain long).
     fn inflate_grain(&self, g: u64, sector: u64, out: &mut [u8]) -> Result<()> {
         let at = sector * SECTOR;
         let mut m = [0u8; 12];
-        self.read_file(&mut m, at, "a grain marker")?;
+        self.file.read(&mut m, at, "a grain marker")?;
         let size = u64::from(le32(&m, 8));
         if size == 0 || size > 2 * self.grain + 4096 {
             return Err(DiskError::corrupt(
@@ -475,7 +447,7 @@ impl Vmdk {
             ));
         }
         let mut data = vec![0u8; size as usize];
-        self.read_file(&mut data, at + 12, "a compressed grain")?;
+        self.file.read(&mut data, at + 12, "a compressed grain")?;
         let mut z = flate2::Decompress::new(true);
         let st = z
             .decompress(&data, out, flate2::FlushDecompress::Finish)
@@ -532,7 +504,9 @@ impl BlockDev for Vmdk {
                         dst.copy_from_slice(data.get(in_grain..in_grain + n).unwrap_or_default());
                     }
                 }
-                Some(s) => self.read_file(dst, s * SECTOR + in_grain as u64, "a grain")?,
+                Some(s) => self
+                    .file
+                    .read(dst, s * SECTOR + in_grain as u64, "a grain")?,
             }
             done += n;
         }

@@ -23,15 +23,16 @@ pub enum Compression {
 }
 
 impl Compression {
-    /// The level used when none is given: zstd 3 (`ZSTD_CLEVEL_DEFAULT`, qemu's); zlib 9,
-    /// because zlib-rs at qemu's level 6 packs about 0.7 % worse than C zlib, and level 9 is
-    /// the one whose output is no larger than `qemu-img convert -c` (docs/decisions.md).
+    /// The level used when none is given: zstd 3 (`ZSTD_CLEVEL_DEFAULT`, qemu's); zlib and
+    /// VMDK deflate 9, because zlib-rs at qemu's level 6 packs 0.2–0.7 % worse than C zlib,
+    /// and level 9 is the one whose output is no larger than `qemu-img convert -c` or
+    /// qemu-img's streamOptimized VMDK (docs/decisions.md, docs/benchmarks.md).
     pub fn default_level(self) -> i32 {
         match self {
             Compression::None => 0,
             Compression::Zlib => 9,
             Compression::Zstd => 3,
-            Compression::Deflate => 6,
+            Compression::Deflate => 9,
         }
     }
 

@@ -726,6 +726,43 @@ pub fn stamp(block: &mut AttrBlockImage, daddr: u64, owner: u64, stamp: &Stamp) 
     b[12..16].copy_from_slice(&c.to_le_bytes());
 }
 
+/// The on-disk key (namespace flags, name) of a Linux xattr name: `user.x` → (0, `x`),
+/// `trusted.x` → (ROOT, `x`), `security.x` → (SECURE, `x`), the POSIX ACLs →
+/// (ROOT, `SGI_ACL_FILE`/`SGI_ACL_DEFAULT`). Anything else is an error naming it.
+pub fn linux_key(name: &str) -> Result<(u8, Vec<u8>)> {
+    let nb = name.as_bytes();
+    if nb.len() > LINUX_NAME_MAX || nb.contains(&0) {
+        return Err(invalid(format!(
+            "extended attribute name `{name}` ({} bytes): at most {LINUX_NAME_MAX} bytes \
+             without NUL",
+            nb.len()
+        )));
+    }
+    match name {
+        "system.posix_acl_access" => return Ok((flag::ROOT, b"SGI_ACL_FILE".to_vec())),
+        "system.posix_acl_default" => return Ok((flag::ROOT, b"SGI_ACL_DEFAULT".to_vec())),
+        _ => {}
+    }
+    let (flags, rest) = if let Some(r) = name.strip_prefix("user.") {
+        (0, r)
+    } else if let Some(r) = name.strip_prefix("trusted.") {
+        (flag::ROOT, r)
+    } else if let Some(r) = name.strip_prefix("security.") {
+        (flag::SECURE, r)
+    } else {
+        return Err(invalid(format!(
+            "extended attribute `{name}`: unknown namespace (XFS keeps user., trusted., \
+             security. and the POSIX ACLs system.posix_acl_access/_default)"
+        )));
+    };
+    if rest.is_empty() {
+        return Err(invalid(format!(
+            "extended attribute `{name}`: empty name after the namespace prefix"
+        )));
+    }
+    Ok((flags, rest.as_bytes().to_vec()))
+}
+
 /// A Linux xattr (full name with its namespace prefix, value) as XFS stores it.
 ///
 /// `user.` → no namespace flag, `trusted.` → ROOT, `security.` → SECURE;
@@ -746,53 +783,24 @@ pub fn stamp(block: &mut AttrBlockImage, daddr: u64, owner: u64, stamp: &Stamp) 
 /// (only user/group/other entries) and sets the mode from an access ACL; that policy is the
 /// caller's, this function only converts.
 pub fn from_linux(name: &str, value: &[u8]) -> Result<RawAttr> {
-    let nb = name.as_bytes();
-    if nb.len() > LINUX_NAME_MAX || nb.contains(&0) {
-        return Err(invalid(format!(
-            "extended attribute name `{name}` ({} bytes): at most {LINUX_NAME_MAX} bytes \
-             without NUL",
-            nb.len()
-        )));
-    }
+    let (flags, key) = linux_key(name)?;
     if value.len() > VALUE_MAX {
         return Err(invalid(format!(
             "extended attribute `{name}`: value of {} bytes (at most {VALUE_MAX})",
             value.len()
         )));
     }
-    let acl = |disk: &[u8]| -> Result<RawAttr> {
-        Ok(RawAttr {
-            flags: flag::ROOT,
-            name: disk.to_vec(),
+    if name.starts_with("system.posix_acl_") {
+        return Ok(RawAttr {
+            flags,
+            name: key,
             value: acl_from_linux(value)
                 .map_err(|e| invalid(format!("POSIX ACL `{name}`: {e}")))?,
-        })
-    };
-    match name {
-        "system.posix_acl_access" => return acl(b"SGI_ACL_FILE"),
-        "system.posix_acl_default" => return acl(b"SGI_ACL_DEFAULT"),
-        _ => {}
-    }
-    let (flags, rest) = if let Some(r) = name.strip_prefix("user.") {
-        (0, r)
-    } else if let Some(r) = name.strip_prefix("trusted.") {
-        (flag::ROOT, r)
-    } else if let Some(r) = name.strip_prefix("security.") {
-        (flag::SECURE, r)
-    } else {
-        return Err(invalid(format!(
-            "extended attribute `{name}`: unknown namespace (XFS keeps user., trusted., \
-             security. and the POSIX ACLs system.posix_acl_access/_default)"
-        )));
-    };
-    if rest.is_empty() {
-        return Err(invalid(format!(
-            "extended attribute `{name}`: empty name after the namespace prefix"
-        )));
+        });
     }
     let a = RawAttr {
         flags,
-        name: rest.as_bytes().to_vec(),
+        name: key,
         value: value.to_vec(),
     };
     check(std::slice::from_ref(&a))?;

@@ -334,7 +334,11 @@ impl<D: BlockDev> XfsFs<D> {
                 _ => return Err(XfsError::NotADirectory(format!("inode {dir}"))),
             }
         }
-        Ok(self.dir_index(dir)?.get(name).copied())
+        let idx = self.dir_index(dir)?;
+        if self.ci() {
+            return Ok(idx.get(&name.to_ascii_lowercase()).copied());
+        }
+        Ok(idx.get(name).copied())
     }
 
     /// The name index of directory `dir`, from the cache or parsed now.
@@ -344,10 +348,20 @@ impl<D: BlockDev> XfsFs<D> {
         {
             return Ok(idx.clone());
         }
+        let ci = self.ci();
         let idx: Arc<DirIndex> = Arc::new(
             self.raw_entries(dir)?
                 .into_iter()
-                .map(|e| (e.name, e.ino))
+                .map(|e| {
+                    // An ascii-ci filesystem matches names without regard to ASCII case (the
+                    // kernel's lookup does): the index keys are folded.
+                    let key = if ci {
+                        e.name.to_ascii_lowercase()
+                    } else {
+                        e.name
+                    };
+                    (key, e.ino)
+                })
                 .collect(),
         );
         if let Ok(mut c) = self.dirs.lock() {

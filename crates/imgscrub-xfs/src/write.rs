@@ -170,20 +170,7 @@ fn encode_rdev(major: u32, minor: u32) -> u32 {
 
 /// The on-disk key (namespace flags, name) of a Linux xattr name.
 fn attr_key(name: &str) -> Result<(u8, Vec<u8>)> {
-    let a =
-        attrwrite::from_linux(name, &[]).or_else(|_| attrwrite::from_linux(name, &acl_probe()))?;
-    Ok((a.flags, a.name))
-}
-
-/// A minimal valid Linux ACL value (owner, group, other) for mapping ACL names to keys.
-fn acl_probe() -> Vec<u8> {
-    let mut v = 2u32.to_le_bytes().to_vec();
-    for tag in [0x01u16, 0x04, 0x20] {
-        v.extend_from_slice(&tag.to_le_bytes());
-        v.extend_from_slice(&6u16.to_le_bytes());
-        v.extend_from_slice(&u32::MAX.to_le_bytes());
-    }
-    v
+    attrwrite::linux_key(name)
 }
 
 /// The data fork as it will be written: its bytes, format, and what it maps.
@@ -210,7 +197,7 @@ impl<D: BlockDev> XfsFs<D> {
     }
 
     /// Directory names are case-insensitive (ASCII) on this filesystem.
-    fn ci(&self) -> bool {
+    pub(crate) fn ci(&self) -> bool {
         self.sb.versionnum & crate::superblock::version::BORG != 0
     }
 

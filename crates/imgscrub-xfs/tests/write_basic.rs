@@ -313,4 +313,17 @@ fn ascii_ci_names_are_one_entry() {
     let ls = tk::xfs_ls(&fx.image, "/CaseDir");
     let names: Vec<&[u8]> = ls.iter().map(|e| e.name.as_slice()).collect();
     assert_eq!(names, vec![&b"."[..], b"..", b"Readme"]);
+    // Read back from disk (no in-memory state): lookups ignore ASCII case there too.
+    let fs = XfsFs::open(RawFile::open(&fx.image).unwrap(), OpenOptions::default()).unwrap();
+    let root = fs.root();
+    let d = fs
+        .lookup(root, b"casedir")
+        .unwrap()
+        .expect("CaseDir by another case");
+    let f = fs
+        .lookup(d, b"README")
+        .unwrap()
+        .expect("Readme by another case");
+    assert_eq!(fs.lookup(d, b"readme").unwrap(), Some(f));
+    assert_eq!(fs.lookup(d, b"Other").unwrap(), None);
 }

@@ -489,7 +489,8 @@ pub struct Lvm<D> {
 /// skipped; a damaged label, metadata area or metadata text is an error naming it.
 pub fn scan<D: BlockDev>(devs: impl IntoIterator<Item = D>) -> Result<Lvm<D>> {
     let mut pvs = Vec::new();
-    let mut copies: Vec<VolumeGroup> = Vec::new();
+    // Every committed copy: the VG parsed, the PV it came from, and its text's checksum.
+    let mut copies: Vec<(VolumeGroup, String, u32)> = Vec::new();
     for dev in devs {
         let Some(label) = read_label(&dev)? else {
             continue;
@@ -501,7 +502,7 @@ pub fn scan<D: BlockDev>(devs: impl IntoIterator<Item = D>) -> Result<Lvm<D>> {
             if !m.text.is_empty() {
                 let vg = VolumeGroup::parse(&m.text).map_err(|e| named(&label, e))?;
                 vg_uuid = Some(vg.uuid.clone());
-                copies.push(vg);
+                copies.push((vg, label.uuid.clone(), checksum(&m.text)));
             }
             areas.push(m);
         }
@@ -512,9 +513,23 @@ pub fn scan<D: BlockDev>(devs: impl IntoIterator<Item = D>) -> Result<Lvm<D>> {
             vg_uuid,
         });
     }
-    // The newest copy of each VG.
-    copies.sort_by(|a, b| a.uuid.cmp(&b.uuid).then(b.seqno.cmp(&a.seqno)));
-    copies.dedup_by(|later, first| later.uuid == first.uuid);
+    // The newest copy of each VG. lvm2 writes one text to every area in a commit, so two
+    // copies with the same seqno and different texts mean the VG was changed behind lvm2's
+    // back (or half-restored): which one is right cannot be told, and writing on either
+    // could destroy data the other maps. lvm2 itself calls such a VG inconsistent.
+    copies.sort_by(|(a, _, _), (b, _, _)| a.uuid.cmp(&b.uuid).then(b.seqno.cmp(&a.seqno)));
+    for w in copies.windows(2) {
+        let ((a, pa, ca), (b, pb, cb)) = (&w[0], &w[1]);
+        if a.uuid == b.uuid && a.seqno == b.seqno && ca != cb {
+            return Err(corrupt(format!(
+                "the metadata copies of VG {} on PVs {pa} and {pb} differ at the same seqno {} \
+                 (inconsistent VG: repair it with lvm2's vgcfgrestore first)",
+                a.name, a.seqno
+            )));
+        }
+    }
+    copies.dedup_by(|(later, _, _), (first, _, _)| later.uuid == first.uuid);
+    let copies: Vec<VolumeGroup> = copies.into_iter().map(|(vg, _, _)| vg).collect();
     for pv in &mut pvs {
         if pv.vg_uuid.is_none() {
             pv.vg_uuid = copies
