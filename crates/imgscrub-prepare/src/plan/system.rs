@@ -26,7 +26,8 @@
 //!   uid/gid from the guest's `/etc/passwd`; keys already present are not added again.
 //!   On SELinux guests a new `.ssh` gets the type `ssh_home_t` (see the executor).
 
-use super::{Planner, contains, join_lines, lines_of, now_secs};
+use super::text::{contains, join_lines, lines_of};
+use super::{Planner, now_secs};
 use crate::action::{LinkPolicy, WritePolicy};
 use crate::crypt::{self, SaltSource};
 use crate::customize::{CustomizeItem, CustomizeOp, Origin, PasswordCrypto, PasswordSelector};
