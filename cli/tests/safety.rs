@@ -10,71 +10,19 @@
 //! byte-identical images and "fully prepared" can be checked with `qemu-img compare`.
 
 use imgscrub_testkit::{
-    assert_e2fsck_clean, fixture, in_ci, require_tools, run, run_ok, tool, wait_for_output,
+    assert_e2fsck_clean, fixture, require_tools, run, run_ok, tool, wait_for_output,
 };
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 mod common;
-use common::root_fs;
-
-const BIN: &str = env!("CARGO_BIN_EXE_imgscrub");
-const FROZEN: &str = "2024-01-01 00:00:00";
-
-fn faketime_lib() -> Option<PathBuf> {
-    let found = [
-        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
-        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
-        "/usr/lib/faketime/libfaketime.so.1",
-        "/usr/lib64/faketime/libfaketime.so.1",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .find(|p| p.exists());
-    if found.is_none() {
-        assert!(
-            !in_ci(),
-            "libfaketime is required in CI (apt-get install faketime)"
-        );
-        eprintln!("skipping: libfaketime not found");
-    }
-    found
-}
-
-/// An in-place command: arguments before and after the image path.
-type Job = (&'static [&'static str], &'static [&'static str]);
-const PREPARE: Job = (&["prepare", "--profile", "linux"], &[]);
-const RM: Job = (&["rm", "-r"], &["/etc/ssh"]);
-const SPARSIFY: Job = (&["sparsify"], &[]);
+use common::crash::{self, Job, PREPARE, RM, SPARSIFY, faketime_lib, identical, job_cmd, redo_log};
+use common::{BIN, imgscrub, root_fs};
 
 /// `imgscrub prepare IMG --profile linux` with a frozen clock and optional failpoint.
 fn prepare_cmd(lib: &Path, img: &Path, failpoint: Option<&str>) -> Command {
     job_cmd(PREPARE, lib, img, failpoint)
-}
-
-/// `job` on `img` with a frozen clock and optional failpoint.
-fn job_cmd(job: Job, lib: &Path, img: &Path, failpoint: Option<&str>) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(job.0)
-        .arg(img)
-        .args(job.1)
-        .env("LD_PRELOAD", lib)
-        .env("FAKETIME", FROZEN)
-        .env_remove("IMGSCRUB_FAILPOINT")
-        .env_remove("IMGSCRUB_FAILPOINT_TRACE");
-    if let Some(f) = failpoint {
-        c.env("IMGSCRUB_FAILPOINT", f);
-    }
-    c
-}
-
-fn imgscrub(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("IMGSCRUB_FAILPOINT")
-        .output()
-        .unwrap()
 }
 
 fn bytes(p: &Path) -> Vec<u8> {
@@ -98,69 +46,19 @@ fn sample(dir: &Path, format: &str) -> PathBuf {
     r
 }
 
-fn identical(a: &Path, b: &Path) -> bool {
-    let o = run(tool("qemu-img").arg("compare").arg(a).arg(b));
-    match o.status.code() {
-        Some(0) => true,
-        Some(1) => false,
-        _ => panic!(
-            "qemu-img compare {} {}: {}",
-            a.display(),
-            b.display(),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    }
-}
-
-/// After an interruption: the next (read-only) open recovers, then the image is the
-/// original or the prepared one, and consistent. Returns true for "prepared".
+/// After an interruption: recovered to the original or the prepared image (see
+/// `crash::recovered`), and the root filesystem `e2fsck -fn` clean. True for "prepared".
 fn check_after_crash(dir: &Path, img: &Path, orig: &Path, prepared: &Path, what: &str) -> bool {
-    let o = imgscrub(&["inspect", "--json", img.to_str().unwrap()]);
-    assert!(
-        o.status.success(),
-        "{what}: inspect after the crash failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(
-        !imgscrub_disk_log(img).exists(),
-        "{what}: the redo log is still there after the next open"
-    );
-    let is_orig = identical(img, orig);
-    let is_prep = !is_orig && identical(img, prepared);
-    assert!(
-        is_orig || is_prep,
-        "{what}: the image is neither the original nor the prepared one"
-    );
-    if img.extension().is_some_and(|e| e == "qcow2") {
-        run_ok(tool("qemu-img").arg("check").arg(img));
-    }
+    let is_prep = crash::recovered(img, orig, prepared, what);
     let fs = root_fs(dir, img);
     assert_e2fsck_clean(&fs);
     std::fs::remove_file(&fs).unwrap();
     is_prep
 }
 
-fn imgscrub_disk_log(img: &Path) -> PathBuf {
-    let mut n = img.file_name().unwrap().to_os_string();
-    n.push(".imgscrub-redo");
-    img.with_file_name(n)
-}
-
-/// Steps of an uninterrupted run (from the failpoint trace).
+/// Steps of an uninterrupted `prepare` (it leaves `img` prepared).
 fn count_steps(lib: &Path, img: &Path) -> u64 {
-    count_job_steps(PREPARE, lib, img)
-}
-
-fn count_job_steps(job: Job, lib: &Path, img: &Path) -> u64 {
-    let o = job_cmd(job, lib, img, None)
-        .env("IMGSCRUB_FAILPOINT_TRACE", "1")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stderr)
-        .lines()
-        .filter(|l| l.starts_with("imgscrub-failpoint: step "))
-        .count() as u64
+    crash::count_steps(prepare_cmd(lib, img, None))
 }
 
 /// Interrupt `job` at every step; `setup` runs first (uninterrupted) to make the original.
@@ -173,58 +71,18 @@ fn every_failpoint(format: &str, job: Job, setup: Option<Job>) {
         let o = job_cmd(setup, &lib, &orig, None).output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
-    let prepared = t.path().join(format!("prepared.{format}"));
-    std::fs::copy(&orig, &prepared).unwrap();
-    let total = count_job_steps(job, &lib, &prepared);
-    assert!(total >= 4, "only {total} failpoint steps");
-    // Every step when there are few, else the first 20, every k-th and the last.
-    let points: Vec<u64> = if total <= 60 {
-        (1..=total + 1).collect()
-    } else {
-        let k = total / 30;
-        let mut v: Vec<u64> = (1..=20).chain((21..total).step_by(k as usize)).collect();
-        v.extend([total, total + 1]);
-        v
-    };
-    let img = t.path().join(format!("work.{format}"));
-    let start = Instant::now();
-    let (mut n_orig, mut n_prep) = (0, 0);
-    for n in points {
-        std::fs::copy(&orig, &img).unwrap();
-        let o = job_cmd(job, &lib, &img, Some(&n.to_string()))
-            .output()
-            .unwrap();
-        if o.status.success() {
-            assert!(
-                n > total,
-                "step {n} of {total}: the failpoint was not reached"
-            );
-            assert!(identical(&img, &prepared));
-            break;
-        }
-        assert_eq!(
-            o.status.code(),
-            None,
-            "step {n}: not a crash: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        if check_after_crash(
-            t.path(),
-            &img,
-            &orig,
-            &prepared,
-            &format!("{format} {job:?} step {n}"),
-        ) {
-            n_prep += 1;
-        } else {
-            n_orig += 1;
-        }
-    }
-    eprintln!(
-        "{format} {job:?}: {total} steps, {n_orig} crashes left the original, {n_prep} the changed image, {:.1} s",
-        start.elapsed().as_secs_f64()
+    crash::every_failpoint(
+        &format!("{format} {job:?}"),
+        &orig,
+        &t.path().join(format!("prepared.{format}")),
+        &t.path().join(format!("work.{format}")),
+        |img, fp| job_cmd(job, &lib, img, fp),
+        |img, _| {
+            let fs = root_fs(t.path(), img);
+            assert_e2fsck_clean(&fs);
+            std::fs::remove_file(&fs).unwrap();
+        },
     );
-    assert!(n_orig > 0 && n_prep > 0);
 }
 
 #[test]
@@ -283,7 +141,7 @@ fn prepare_killed_at_random_moments() {
             let _ = child.kill(); // SIGKILL
             let status = child.wait().unwrap();
             let what = format!("{format} kill {i} after {delay:?} (pause {pause:?}, {status})");
-            let in_commit = imgscrub_disk_log(&img).exists();
+            let in_commit = redo_log(&img).exists();
             let prepared_now = check_after_crash(t.path(), &img, &orig, &prepared, &what);
             eprintln!(
                 "{what}: {}, {}",
@@ -382,7 +240,7 @@ fn qemu_refuses_an_image_imgscrub_writes() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let log = imgscrub_disk_log(&img);
+        let log = redo_log(&img);
         let stderr = child.stderr.take().unwrap();
         if let Err(err) = wait_for_output(stderr, "imgscrub-failpoint: step 1:") {
             let _ = child.kill();
@@ -468,13 +326,13 @@ fn a_leftover_incomplete_log_is_removed_and_a_complete_one_finished() {
     // Step 2 is the first record of the log: the log is incomplete.
     let o = prepare_cmd(&lib, &img, Some("2")).output().unwrap();
     assert_eq!(o.status.code(), None);
-    assert!(imgscrub_disk_log(&img).exists());
+    assert!(redo_log(&img).exists());
     assert_eq!(bytes(&img), bytes(&orig));
     let o = imgscrub(&["inspect", img.to_str().unwrap()]);
     assert!(o.status.success());
     let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
     assert!(out.contains("removed an incomplete redo log"), "{out}");
-    assert!(!imgscrub_disk_log(&img).exists());
+    assert!(!redo_log(&img).exists());
     assert_eq!(bytes(&img), bytes(&orig));
     // The last step removes the log: crashing there leaves a complete, applied log.
     let prepared = t.path().join("prepared.qcow2");

@@ -14,13 +14,14 @@
 //! - an XFS `/boot` next to an ext4 root is edited (`rm`, `mkdir` under /boot) and stays
 //!   clean, the ext4 root too.
 
-use imgscrub_testkit::{self as tk, XfsOptions, in_ci, require_tools, run, run_ok, tool};
+use imgscrub_testkit::{self as tk, XfsOptions, require_tools, run_ok, tool};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Instant;
 
+mod common;
 #[path = "../../crates/imgscrub-prepare/tests/common/distros.rs"]
 mod distros;
+use common::crash::{self, Job, PREPARE, RM, SPARSIFY, faketime_lib};
 
 const BIN: &str = env!("CARGO_BIN_EXE_imgscrub");
 const MIB: u64 = 1 << 20;
@@ -182,20 +183,6 @@ fn assert_xfs_parts_clean(dir: &Path, disk: &Path, what: &str) {
     }
 }
 
-fn identical(a: &Path, b: &Path) -> bool {
-    let o = run(tool("qemu-img").arg("compare").arg(a).arg(b));
-    match o.status.code() {
-        Some(0) => true,
-        Some(1) => false,
-        _ => panic!(
-            "qemu-img compare {} {}: {}",
-            a.display(),
-            b.display(),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    }
-}
-
 #[test]
 fn prepare_xfs_guest_dry_run_reproducible_idempotent_and_one_pass() {
     require_tools!(
@@ -329,64 +316,11 @@ fn xfs_boot_beside_an_ext4_root_is_edited() {
 // ---------------------------------------------------------------------------------------
 // Crash safety (as safety.rs for ext4).
 
-type Job = (&'static [&'static str], &'static [&'static str]);
-const PREPARE: Job = (&["prepare", "--profile", "linux"], &[]);
-const RM: Job = (&["rm", "-r"], &["/etc/ssh"]);
-const SPARSIFY: Job = (&["sparsify"], &[]);
-const FROZEN: &str = "2024-01-01 00:00:00";
-
-fn faketime_lib() -> Option<PathBuf> {
-    let found = [
-        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
-        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
-        "/usr/lib/faketime/libfaketime.so.1",
-        "/usr/lib64/faketime/libfaketime.so.1",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .find(|p| p.exists());
-    if found.is_none() {
-        assert!(
-            !in_ci(),
-            "libfaketime is required in CI (apt-get install faketime)"
-        );
-        eprintln!("skipping: libfaketime not found");
-    }
-    found
-}
-
+/// `job` with a frozen clock and this file's SOURCE_DATE_EPOCH.
 fn job_cmd(job: Job, lib: &Path, img: &Path, failpoint: Option<&str>) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(job.0)
-        .arg(img)
-        .args(job.1)
-        .env("LD_PRELOAD", lib)
-        .env("FAKETIME", FROZEN)
-        .env("SOURCE_DATE_EPOCH", EPOCH)
-        .env_remove("IMGSCRUB_FAILPOINT")
-        .env_remove("IMGSCRUB_FAILPOINT_TRACE");
-    if let Some(f) = failpoint {
-        c.env("IMGSCRUB_FAILPOINT", f);
-    }
+    let mut c = crash::job_cmd(job, lib, img, failpoint);
+    c.env("SOURCE_DATE_EPOCH", EPOCH);
     c
-}
-
-fn redo_log(img: &Path) -> PathBuf {
-    let mut n = img.file_name().unwrap().to_os_string();
-    n.push(".imgscrub-redo");
-    img.with_file_name(n)
-}
-
-fn count_steps(job: Job, lib: &Path, img: &Path) -> u64 {
-    let o = job_cmd(job, lib, img, None)
-        .env("IMGSCRUB_FAILPOINT_TRACE", "1")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stderr)
-        .lines()
-        .filter(|l| l.starts_with("imgscrub-failpoint: step "))
-        .count() as u64
 }
 
 /// Interrupt `job` at every step (or the first 20, every k-th and the last when there are
@@ -421,70 +355,14 @@ fn every_failpoint(format: &str, job: Job, setup: Option<Job>) {
         let o = job_cmd(setup, &lib, &orig, None).output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
-    let done = t.path().join(format!("done.{format}"));
-    std::fs::copy(&orig, &done).unwrap();
-    let total = count_steps(job, &lib, &done);
-    assert!(total >= 4, "only {total} failpoint steps");
-    let points: Vec<u64> = if total <= 60 {
-        (1..=total + 1).collect()
-    } else {
-        let k = total / 30;
-        let mut v: Vec<u64> = (1..=20).chain((21..total).step_by(k as usize)).collect();
-        v.extend([total, total + 1]);
-        v
-    };
-    let img = t.path().join(format!("work.{format}"));
-    let start = Instant::now();
-    let (mut n_orig, mut n_done) = (0, 0);
-    for n in points {
-        let what = format!("{format} {job:?} step {n} of {total}");
-        std::fs::copy(&orig, &img).unwrap();
-        let o = job_cmd(job, &lib, &img, Some(&n.to_string()))
-            .output()
-            .unwrap();
-        if o.status.success() {
-            assert!(n > total, "{what}: the failpoint was not reached");
-            assert!(identical(&img, &done), "{what}: not the finished disk");
-            break;
-        }
-        assert_eq!(
-            o.status.code(),
-            None,
-            "{what}: not a crash: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        // The next open finishes or drops the commit.
-        let i = imgscrub(&["inspect", "--json", s(&img)]);
-        assert!(
-            i.status.success(),
-            "{what}: inspect after the crash: {}",
-            String::from_utf8_lossy(&i.stderr)
-        );
-        assert!(
-            !redo_log(&img).exists(),
-            "{what}: the redo log is still there"
-        );
-        let is_orig = identical(&img, &orig);
-        let is_done = !is_orig && identical(&img, &done);
-        assert!(
-            is_orig || is_done,
-            "{what}: neither the original nor the finished disk"
-        );
-        if format == "qcow2" {
-            run_ok(tool("qemu-img").arg("check").arg(&img));
-        }
-        assert_xfs_parts_clean(t.path(), &img, &what);
-        if is_done {
-            n_done += 1;
-        } else {
-            n_orig += 1;
-        }
-    }
-    eprintln!(
-        "XFS {format} {job:?}: {total} steps, {n_orig} crashes left the original, {n_done} the finished disk, {:.1} s",
-        start.elapsed().as_secs_f64()
+    crash::every_failpoint(
+        &format!("XFS {format} {job:?}"),
+        &orig,
+        &t.path().join(format!("done.{format}")),
+        &t.path().join(format!("work.{format}")),
+        |img, fp| job_cmd(job, &lib, img, fp),
+        |img, what| assert_xfs_parts_clean(t.path(), img, what),
     );
-    assert!(n_orig > 0 && n_done > 0);
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Helpers shared by the CLI tests: run the binary, and find the ext4 root of a disk image.
 #![allow(dead_code)]
 
+pub mod crash;
+
 use imgscrub_testkit::{run_ok, tool};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -10,7 +12,12 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_imgscrub");
 
 /// Run `imgscrub ARGS`.
 pub fn imgscrub(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
+    Command::new(BIN)
+        .args(args)
+        .env_remove("IMGSCRUB_FAILPOINT")
+        .env_remove("IMGSCRUB_FAILPOINT_TRACE")
+        .output()
+        .unwrap()
 }
 
 /// Run `imgscrub ARGS`, which must succeed; its stdout.
