@@ -664,3 +664,31 @@ fn system_options_on_an_xfs_root() {
         b"../usr/share/zoneinfo/Europe/Paris"
     );
 }
+
+#[test]
+fn dangling_links_are_not_followed_into_new_files() {
+    require_tools!("mke2fs", "e2fsck", "debugfs");
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    build("debian12", &src);
+    extras("debian12", &src);
+    std::fs::remove_file(src.join("etc/hosts")).unwrap();
+    symlink("/run/hosts.generated", src.join("etc/hosts")).unwrap();
+    let img = t.path().join("root.ext4");
+    if !make_ext4("default", &src, &img, 64) {
+        return;
+    }
+    let rep = customize(&img, &opts(items(&[("hostname", "web")]), None)).unwrap();
+    assert!(
+        rep.warnings
+            .iter()
+            .any(|w| w.contains("/etc/hosts is a link to a missing file")),
+        "{:?}",
+        rep.warnings
+    );
+    assert_eq!(cat(&img, "/etc/hostname"), "web\n");
+    assert_eq!(link_target(&img, "/etc/hosts"), "/run/hosts.generated");
+    assert!(stat(&img, "/run/hosts.generated").is_none());
+    assert_e2fsck_clean(&img);
+}
