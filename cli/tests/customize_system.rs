@@ -191,3 +191,49 @@ fn missing_user_or_zone_exits_1_and_leaves_the_image() {
     assert_eq!(o.status.code(), Some(2));
     assert!(std::fs::read(&img).unwrap() == before, "the image changed");
 }
+
+#[test]
+fn dry_run_lists_the_system_steps_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = sample(dir.path(), "disk.qcow2");
+    let before = std::fs::read(&img).unwrap();
+    let o = imgscrub(&[
+        "customize",
+        img.to_str().unwrap(),
+        "--hostname",
+        "web-01",
+        "--root-password",
+        "random",
+        "--ssh-inject",
+        &format!("root:string:{KEY}"),
+        "--dry-run",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let text = v.to_string();
+    let steps: Vec<(String, String)> = v["report"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["source"].as_str().unwrap().to_string(),
+                s["path"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for (source, path) in [
+        ("customize:--hostname", "/etc/hostname"),
+        ("customize:--hostname", "/etc/hosts"),
+        ("customize:--root-password", "/etc/shadow"),
+        ("customize:--ssh-inject", "/root/.ssh/authorized_keys"),
+    ] {
+        assert!(
+            steps.contains(&(source.to_string(), path.to_string())),
+            "{source} {path}: {steps:?}"
+        );
+    }
+    assert!(text.contains("(dry run: not set)"), "{text}");
+    assert!(std::fs::read(&img).unwrap() == before, "a dry run wrote");
+}
