@@ -342,3 +342,71 @@ fn dry_run_lists_every_step_with_its_option() {
     drop(fs);
     assert!(bytes(&img) == before);
 }
+
+/// The same file options on an XFS root (the `centos7` tree, mkxfs.sh `centos7`), read back
+/// with xfs_db; `xfs_repair -n` clean.
+#[test]
+fn file_options_on_an_xfs_root() {
+    imgscrub_testkit::require_tools!("mkfs.xfs", "xfs_db", "xfs_repair");
+    use imgscrub_testkit::{self as tk, XfsOptions};
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    build("centos7", &src);
+    let Some(fx) = tk::make_xfs_with(
+        "centos7",
+        &t.path().join("img"),
+        &XfsOptions {
+            dirty: false,
+            size_mb: Some(64),
+            src: Some(src),
+        },
+    ) else {
+        return;
+    };
+    let host = t.path().join("host");
+    std::fs::create_dir(&host).unwrap();
+    host_inputs(&host);
+    let list = items(
+        &host,
+        &[
+            ("mkdir", "/srv/app"),
+            ("upload", "tool.sh:/srv/app/"),
+            ("copy-in", "bundle:/srv/app"),
+            ("write", "/srv/app/a.txt:x\r\ny"),
+            ("append-line", "/srv/app/a.txt:z"),
+            ("edit", "/etc/ssh/sshd_config:s/^Port 22$/Port 2222/"),
+            ("link", "/srv/app/a.txt:/srv/app/l"),
+            ("move", "/srv/app/bundle:/srv/bundle"),
+            ("chmod", "0700:/srv/app"),
+            ("chown", "1:0:/srv/app/a.txt"),
+            ("truncate", "/etc/ssh/ssh_config"),
+            ("delete", "/root/.less*"),
+        ],
+    );
+    let opts = Options {
+        fixed_time: Some(Timestamp::new(1_700_000_000, 0)),
+        customize: list,
+        ..Options::default()
+    };
+    let mut fs = imgscrub_fs::Xfs::open(RawFile::open_rw(&fx.image).unwrap(), true).unwrap();
+    let p = plan(&fs, &empty_profile(), &opts).unwrap();
+    execute(&mut fs, &p).unwrap();
+    fs.flush().unwrap();
+    drop(fs);
+    tk::assert_xfs_repair_clean(&fx.image);
+    let cat = |p: &str| String::from_utf8(tk::xfs_cat(&fx.image, p).unwrap()).unwrap();
+    let st = |p: &str| tk::xfs_stat(&fx.image, p).unwrap();
+    assert_eq!(cat("/srv/app/tool.sh"), "#!/bin/sh\necho tool\n");
+    assert_eq!(st("/srv/app/tool.sh").mode & 0o7777, 0o750);
+    assert_eq!(cat("/srv/app/a.txt"), "x\r\ny\r\nz\r\n");
+    assert_eq!((st("/srv/app/a.txt").uid, st("/srv/app/a.txt").gid), (1, 0));
+    assert_eq!(st("/srv/app").mode & 0o7777, 0o700);
+    assert!(cat("/etc/ssh/sshd_config").contains("\nPort 2222\n"));
+    assert_eq!(cat("/etc/ssh/ssh_config"), "");
+    assert_eq!(cat("/srv/bundle/sub/data.txt"), "data\n");
+    assert_eq!(st("/srv/bundle/sub").mode & 0o7777, 0o700);
+    assert!(tk::xfs_stat(&fx.image, "/srv/app/bundle").is_none());
+    assert!(tk::xfs_stat(&fx.image, "/root/.lesshst").is_none());
+    assert_eq!(st("/srv/app/l").mode & 0o170_000, 0o120_000);
+}

@@ -243,7 +243,7 @@ impl Planner<'_, '_> {
     }
 
     /// Where `--copy`/`--move`/`--upload` put `name`: into `dest` if it is a directory.
-    fn into_dest(&self, it: &CustomizeItem, dest: &str, name: &[u8]) -> Result<Vec<u8>> {
+    fn dest_path(&self, it: &CustomizeItem, dest: &str, name: &[u8]) -> Result<Vec<u8>> {
         let d = self.cpath(it, dest, true)?;
         if dest.ends_with('/')
             || self
@@ -274,7 +274,7 @@ impl Planner<'_, '_> {
                 self.put_file(it, src, &c, content.clone().into_bytes(), None)?;
             }
             CustomizeOp::Upload { file, dest } => {
-                let c = self.into_dest(it, dest, &file.name)?;
+                let c = self.dest_path(it, dest, &file.name)?;
                 self.put_file(
                     it,
                     src,
@@ -346,7 +346,7 @@ impl Planner<'_, '_> {
                         format!("{from}: cannot copy or move the root directory"),
                     )
                 })?;
-                let t = self.into_dest(it, dest, &name)?;
+                let t = self.dest_path(it, dest, &name)?;
                 if t == f {
                     return Err(cerr(it, format!("{from} and {dest} are the same file")));
                 }
