@@ -287,7 +287,10 @@ fn errors_come_before_any_change() {
             "no such file or directory",
         ),
         (vec![("copy", "/etc:/etc/x")], "inside itself"),
-        (vec![("hostname", "web-01")], "not built yet"),
+        (
+            vec![("timezone", "Nowhere/City")],
+            "does not exist in the guest",
+        ),
     ] {
         let host = t.path().join("host");
         let _ = std::fs::create_dir(&host);

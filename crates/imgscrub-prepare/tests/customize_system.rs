@@ -3,7 +3,8 @@
 //! `--password-crypto`, `--ssh-inject`) on ext4 images of the distro layouts: debugfs reads
 //! the files back, python3's `crypt` (libxcrypt) and `openssl passwd` check the hashes,
 //! `e2fsck -fn` must be clean, refusals leave the image byte-identical, and a run with a
-//! fixed timestamp is reproducible.
+//! fixed timestamp is reproducible. One run on an XFS root is checked with xfs_db and
+//! `xfs_repair -n`.
 
 mod common;
 
@@ -601,5 +602,93 @@ fn new_ssh_dir_gets_ssh_home_t_on_a_labelled_selinux_guest() {
         stat(&img, "/.autorelabel").is_none(),
         "labelled: no relabel needed"
     );
+    assert_e2fsck_clean(&img);
+}
+
+#[test]
+fn system_options_on_an_xfs_root() {
+    use imgscrub_fs::Xfs;
+    use imgscrub_testkit::{
+        XfsOptions, assert_xfs_repair_clean, make_xfs_with, xfs_cat, xfs_readlink, xfs_stat,
+    };
+    require_tools!("mkfs.xfs", "xfs_db", "xfs_repair", "python3");
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    build("centos7", &src);
+    extras("centos7", &src);
+    std::fs::set_permissions(src.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let Some(fx) = make_xfs_with(
+        "centos7",
+        &t.path().join("img"),
+        &XfsOptions {
+            dirty: false,
+            size_mb: Some(64),
+            src: Some(src),
+        },
+    ) else {
+        return;
+    };
+    let img = fx.image;
+    {
+        let mut fs = Xfs::open(RawFile::open_rw(&img).unwrap(), true).unwrap();
+        let p = plan(&fs, &empty_profile(), &opts(all_options(), Some(T))).unwrap();
+        execute(&mut fs, &p).unwrap();
+        fs.flush().unwrap();
+    }
+    assert_xfs_repair_clean(&img);
+    let cat = |p: &str| String::from_utf8(xfs_cat(&img, p).unwrap_or_default()).unwrap();
+    assert_eq!(cat("/etc/hostname"), "web-01.example.com\n");
+    let shadow = cat("/etc/shadow");
+    let root = shadow.lines().find(|l| l.starts_with("root:")).unwrap();
+    let h = root.split(':').nth(1).unwrap();
+    assert!(h.starts_with("$6$") && verifies("Root-Pw1", h), "{root}");
+    assert_eq!(root.split(':').nth(2), Some(DAYS));
+    assert_eq!(cat("/home/alice/.ssh/authorized_keys"), format!("{KEY1}\n"));
+    assert_eq!(
+        cat("/root/.ssh/authorized_keys"),
+        format!("ssh-rsa AAAA builder@host\n{KEY2}\n")
+    );
+    // xfs_db's view of modes and owners.
+    let st = |p: &str| {
+        let s = xfs_stat(&img, p).unwrap_or_else(|| panic!("{p} missing"));
+        (s.mode, s.uid, s.gid)
+    };
+    assert_eq!(st("/home/alice/.ssh"), (0o040_700, 1000, 1000));
+    assert_eq!(
+        st("/home/alice/.ssh/authorized_keys"),
+        (0o100_600, 1000, 1000)
+    );
+    assert_eq!(
+        xfs_readlink(&img, "/etc/localtime").unwrap(),
+        b"../usr/share/zoneinfo/Europe/Paris"
+    );
+}
+
+#[test]
+fn dangling_links_are_not_followed_into_new_files() {
+    require_tools!("mke2fs", "e2fsck", "debugfs");
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    build("debian12", &src);
+    extras("debian12", &src);
+    std::fs::remove_file(src.join("etc/hosts")).unwrap();
+    symlink("/run/hosts.generated", src.join("etc/hosts")).unwrap();
+    let img = t.path().join("root.ext4");
+    if !make_ext4("default", &src, &img, 64) {
+        return;
+    }
+    let rep = customize(&img, &opts(items(&[("hostname", "web")]), None)).unwrap();
+    assert!(
+        rep.warnings
+            .iter()
+            .any(|w| w.contains("/etc/hosts is a link to a missing file")),
+        "{:?}",
+        rep.warnings
+    );
+    assert_eq!(cat(&img, "/etc/hostname"), "web\n");
+    assert_eq!(link_target(&img, "/etc/hosts"), "/run/hosts.generated");
+    assert!(stat(&img, "/run/hosts.generated").is_none());
     assert_e2fsck_clean(&img);
 }

@@ -311,6 +311,16 @@ impl Planner<'_, '_> {
     /// Write `content` to `path` (a final link followed), keeping an existing file's mode
     /// and owner; new files are 0644 root.
     fn sys_write(&mut self, src: &str, path: &str, content: Vec<u8>) -> Result<()> {
+        // A dangling link (`/etc/hosts -> /run/…`) is not followed into a new file.
+        if let Some(l) = self.canon(path, false)?
+            && self.v.node(&l)?.map(|n| n.file_type) == Some(FileType::Symlink)
+            && self.v.node_follow(path.as_bytes())?.is_none()
+        {
+            self.warn(format!(
+                "{src}: {path} is a link to a missing file; left alone"
+            ));
+            return Ok(());
+        }
         if let Some(c) = self.canon(path, true)? {
             self.write_file(src, &c, content, None, 0, 0, WritePolicy::Always, None)?;
         }
