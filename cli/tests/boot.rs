@@ -138,6 +138,11 @@ fn customized_debian_boots_runs_firstboot_and_starts_ssh() {
     );
     std::fs::remove_file(&raw).unwrap();
 
+    // A first-boot script that fails: kept aside, logged, the unit marked failed, sshd
+    // still started.
+    let failing = dir.join("fails.sh");
+    std::fs::write(&failing, "#!/bin/sh\necho about to fail\nexit 7\n").unwrap();
+
     let disk = dir.join("booted.qcow2");
     let out = Command::new(BIN)
         .arg("prepare")
@@ -148,6 +153,8 @@ fn customized_debian_boots_runs_firstboot_and_starts_ssh() {
             "--firstboot-command",
             "echo fb-ran > /root/fb-ok; hostname > /root/fb-hostname",
         ])
+        .arg("--firstboot")
+        .arg(&failing)
         .arg("--output")
         .arg(&disk)
         .output()
@@ -177,9 +184,15 @@ fn customized_debian_boots_runs_firstboot_and_starts_ssh() {
     assert!(log.contains("0000-ssh-keygen: done"), "{log}");
     assert!(log.contains("0001-command: done"), "{log}");
     assert!(
+        log.contains("about to fail\n") && log.contains("0002-fails.sh: failed with exit status 7"),
+        "{log}"
+    );
+    assert!(
         log.contains("all scripts ran; imgscrub-firstboot disabled"),
         "{log}"
     );
+    let failed = debugfs(&fs, "ls /usr/lib/imgscrub/firstboot.failed");
+    assert!(failed.contains("0002-fails.sh"), "{failed}");
     assert_eq!(cat(&fs, "/root/fb-ok"), "fb-ran\n");
     // The hostname was taken: in the file, by the kernel, and already at first boot.
     assert_eq!(cat(&fs, "/etc/hostname").trim(), "boot-test");
@@ -195,11 +208,13 @@ fn customized_debian_boots_runs_firstboot_and_starts_ssh() {
         cat(&fs, "/root/boottest/firstboot-enabled").trim(),
         "disabled"
     );
-    assert_eq!(
-        cat(&fs, "/root/boottest/failed-units").trim(),
-        "",
-        "{serial}"
-    );
+    // The failed script makes the unit fail (visible to `systemctl --failed`), nothing else.
+    let failed_units = cat(&fs, "/root/boottest/failed-units");
+    let failed_units: Vec<&str> = failed_units
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(failed_units, ["imgscrub-firstboot.service"], "{serial}");
     let new_key = cat(&fs, "/etc/ssh/ssh_host_ed25519_key.pub");
     assert!(new_key.starts_with("ssh-ed25519 "), "{new_key}");
     assert_ne!(new_key, old_key, "host keys were not regenerated");
