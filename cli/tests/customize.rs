@@ -259,3 +259,27 @@ fn the_help_teaches() {
     let h = ok(&["prepare", "--help"]);
     assert!(h.contains("--append-line <FILE:LINE>"));
 }
+
+#[test]
+fn output_leaves_the_input_alone() {
+    require_tools!("qemu-img");
+    let dir = tempfile::tempdir().unwrap();
+    let img = sample(dir.path());
+    let out = dir.path().join("out.qcow2");
+    let before = std::fs::read(&img).unwrap();
+    let o = imgscrub(&[
+        "customize",
+        img.to_str().unwrap(),
+        "-q",
+        "--write",
+        "/etc/motd:hi",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.stdout.is_empty() && o.stderr.is_empty());
+    assert!(std::fs::read(&img).unwrap() == before);
+    assert_eq!(ok(&["cat", out.to_str().unwrap(), "/etc/motd"]), "hi");
+    let check = imgscrub_testkit::run_ok(imgscrub_testkit::tool("qemu-img").arg("check").arg(&out));
+    assert!(check.contains("No errors"), "{check}");
+}

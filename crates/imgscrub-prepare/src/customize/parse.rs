@@ -293,8 +293,7 @@ pub fn parse_option(
     origin: Origin,
 ) -> Result<Vec<CustomizeItem>, CustomizeError> {
     let name = name.strip_prefix("--").unwrap_or(name);
-    if let Some((_, takes, why)) = OFFLINE_IMPOSSIBLE.iter().find(|(n, _, _)| *n == name) {
-        let _ = takes;
+    if let Some((_, _, why)) = OFFLINE_IMPOSSIBLE.iter().find(|(n, _, _)| *n == name) {
         return Err(CustomizeError::Unsupported {
             option: name.to_string(),
             message: format!("cannot be done offline: it {why}"),
