@@ -471,10 +471,13 @@ fn runner_runs_once_in_order_and_disables_itself() {
                 "manual\n"
             );
         }
-        // Once: a second run finds nothing to do and succeeds.
+        // Once: a second run finds nothing to do, succeeds and logs nothing.
+        let log_path = t.path().join("var/log/imgscrub-firstboot.log");
+        let log_before = std::fs::read(&log_path).unwrap();
         let st = run(Command::new("sh").arg(&runner));
         assert!(st.status.success());
         assert_eq!(std::fs::read_to_string(&order).unwrap(), "a\nf\nb\n");
+        assert_eq!(std::fs::read(&log_path).unwrap(), log_before);
     }
 }
 
