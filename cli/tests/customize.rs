@@ -283,3 +283,36 @@ fn output_leaves_the_input_alone() {
     let check = imgscrub_testkit::run_ok(imgscrub_testkit::tool("qemu-img").arg("check").arg(&out));
     assert!(check.contains("No errors"), "{check}");
 }
+
+#[test]
+fn source_date_epoch_makes_customize_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.qcow2");
+    let b = dir.path().join("b.qcow2");
+    std::fs::copy(fixture("sample.qcow2"), &a).unwrap();
+    std::fs::copy(fixture("sample.qcow2"), &b).unwrap();
+    for img in [&a, &b] {
+        let o = std::process::Command::new(common::BIN)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["customize", img.to_str().unwrap(), "-q"])
+            .args([
+                "--mkdir",
+                "/srv/x",
+                "--write",
+                "/srv/x/f:1",
+                "--link",
+                "/srv/x/f:/srv/l",
+            ])
+            .args([
+                "--append-line",
+                "/etc/fstab:# done",
+                "--delete",
+                "/var/log/*.log",
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap());
+}

@@ -692,3 +692,74 @@ fn dangling_links_are_not_followed_into_new_files() {
     assert!(stat(&img, "/run/hosts.generated").is_none());
     assert_e2fsck_clean(&img);
 }
+
+/// SUSE has no layout in tests/common: a small one on a host directory, with
+/// `/etc/HOSTNAME`, `TIMEZONE=` in `/etc/sysconfig/clock` and a pretty host name.
+#[test]
+fn suse_files_and_machine_info() {
+    let t = tempfile::tempdir().unwrap();
+    let r = t.path();
+    put(
+        r,
+        "/etc/SuSE-release",
+        "SUSE Linux Enterprise Server 12 (x86_64)\nVERSION = 12\n",
+    );
+    put(
+        r,
+        "/etc/os-release",
+        "NAME=\"SLES\"\nVERSION_ID=\"12.5\"\nID=\"sles\"\n",
+    );
+    put(r, "/etc/HOSTNAME", "old.suse.lan\n");
+    put(r, "/etc/hostname", "old.suse.lan\n");
+    put(
+        r,
+        "/etc/hosts",
+        "127.0.0.1\tlocalhost\n192.168.1.9\told.suse.lan old\n",
+    );
+    put(
+        r,
+        "/etc/machine-info",
+        "PRETTY_HOSTNAME=\"Old box\"\nICON_NAME=computer-vm\n",
+    );
+    put(
+        r,
+        "/etc/sysconfig/clock",
+        "HWCLOCK=\"-u\"\nTIMEZONE=\"UTC\"\nDEFAULT_TIMEZONE=\"US/Eastern\"\n",
+    );
+    put(r, "/usr/share/zoneinfo/Europe/Paris", "TZif2 Paris\n");
+    std::fs::create_dir_all(r.join("etc")).unwrap();
+    symlink("/usr/share/zoneinfo/UTC", r.join("etc/localtime")).unwrap();
+    let mut fs = imgscrub_fs::HostDir::open(r).unwrap();
+    let o = opts(
+        items(&[
+            ("hostname", "web-01.example.com"),
+            ("timezone", "Europe/Paris"),
+        ]),
+        None,
+    );
+    let p = plan(&fs, &empty_profile(), &o).unwrap();
+    execute(&mut fs, &p).unwrap();
+    let read = |p: &str| std::fs::read_to_string(r.join(p.trim_start_matches('/'))).unwrap();
+    assert_eq!(read("/etc/HOSTNAME"), "web-01.example.com\n");
+    assert_eq!(read("/etc/hostname"), "web-01.example.com\n");
+    assert_eq!(
+        read("/etc/hosts"),
+        "127.0.0.1\tlocalhost\n192.168.1.9\tweb-01.example.com web-01\n"
+    );
+    assert_eq!(
+        read("/etc/machine-info"),
+        "PRETTY_HOSTNAME=\"web-01.example.com\"\nICON_NAME=computer-vm\n"
+    );
+    assert_eq!(
+        read("/etc/sysconfig/clock"),
+        "HWCLOCK=\"-u\"\nTIMEZONE=\"Europe/Paris\"\nDEFAULT_TIMEZONE=\"US/Eastern\"\n"
+    );
+    assert_eq!(
+        std::fs::read_link(r.join("etc/localtime")).unwrap(),
+        Path::new("/usr/share/zoneinfo/Europe/Paris")
+    );
+    assert!(
+        !r.join("etc/timezone").exists(),
+        "SUSE has no /etc/timezone"
+    );
+}
