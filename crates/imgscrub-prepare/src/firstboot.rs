@@ -199,6 +199,8 @@ d={SCRIPTS_DIR}
 failed={FAILED_DIR}
 log={LOG}
 status=0
+# Nothing to do (an init system that cannot be disabled runs us again): stay silent.
+[ -n "$(ls -A "$d" 2>/dev/null)" ] || exit 0
 umask 077
 mkdir -p "${{log%/*}}"
 touch "$log"

@@ -345,6 +345,7 @@ fn per_init_system_hooks() {
     let script = cat(&img, "/etc/init.d/imgscrub-firstboot");
     assert!(script.starts_with("#!/sbin/openrc-run\n"), "{script}");
     assert!(script.contains("after net") && script.contains("before sshd"));
+    sh_n("openrc script", &script);
     assert_eq!(
         link(&img, "/etc/runlevels/default/imgscrub-firstboot"),
         "/etc/init.d/imgscrub-firstboot"
@@ -470,10 +471,13 @@ fn runner_runs_once_in_order_and_disables_itself() {
                 "manual\n"
             );
         }
-        // Once: a second run finds nothing to do and succeeds.
+        // Once: a second run finds nothing to do, succeeds and logs nothing.
+        let log_path = t.path().join("var/log/imgscrub-firstboot.log");
+        let log_before = std::fs::read(&log_path).unwrap();
         let st = run(Command::new("sh").arg(&runner));
         assert!(st.status.success());
         assert_eq!(std::fs::read_to_string(&order).unwrap(), "a\nf\nb\n");
+        assert_eq!(std::fs::read(&log_path).unwrap(), log_before);
     }
 }
 
@@ -536,5 +540,46 @@ fn selinux_labels_on_firstboot_files() {
     ] {
         let got = debugfs(&img, &format!("ea_get {path} security.selinux"));
         assert!(got.contains(label), "{path}: {got}");
+    }
+}
+
+/// The package manager is the guest's: dnf before yum (RHEL 8 has both), zypper, apt-get, apk.
+#[test]
+fn package_manager_is_chosen_from_the_guest() {
+    let t = tempfile::tempdir().unwrap();
+    for (distro, tools, want) in [
+        (
+            "centos7",
+            &["/usr/bin/yum", "/usr/bin/dnf"][..],
+            "0001-install-dnf",
+        ),
+        ("centos7", &["/usr/bin/yum"][..], "0001-install-yum"),
+        ("debian12", &["/usr/bin/zypper"][..], "0001-install-zypper"),
+        ("alpine", &["/sbin/apk"][..], "0001-install-apk"),
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        build(distro, d.path());
+        for tool in tools {
+            let p = d.path().join(tool.trim_start_matches('/'));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, "ELF\n").unwrap();
+        }
+        let fs = imgscrub_fs::HostDir::open(d.path()).unwrap();
+        let its = items(&[("firstboot-install", "tmux,git")], t.path());
+        let p = plan(&fs, &Profile::builtin("linux").unwrap(), &options(its)).unwrap();
+        let step = p
+            .steps
+            .iter()
+            .find(|s| s.path.ends_with(want))
+            .unwrap_or_else(|| panic!("{distro} {tools:?}: no {want}"));
+        let text = String::from_utf8(step.content().to_vec()).unwrap();
+        let cmd = match want.rsplit('-').next().unwrap() {
+            "dnf" => "dnf -y install 'tmux' 'git'",
+            "yum" => "yum -y install 'tmux' 'git'",
+            "zypper" => "zypper -n install 'tmux' 'git'",
+            _ => "apk add 'tmux' 'git'",
+        };
+        assert!(text.contains(cmd), "{text}");
+        sh_n(want, &text);
     }
 }

@@ -287,11 +287,7 @@ impl Planner<'_, '_> {
                 return Ok(Some(format!("systemd unit {unit}")));
             }
         }
-        let ours = format!(
-            "{}/{}",
-            crate::firstboot::SCRIPTS_DIR,
-            crate::firstboot::KEYGEN_SCRIPT
-        );
+        let ours = format!("{SCRIPTS_DIR}/{KEYGEN_SCRIPT}");
         if self.v.exists(ours.as_bytes())? {
             return Ok(Some(format!("{ours} (installed by imgscrub)")));
         }
