@@ -72,7 +72,7 @@ fn expect_read_err(d: &Path, bytes: &[u8], needle: &str) {
         .find(|&o| img.read_at(&mut cl, o).is_err())
         .unwrap();
     drop(img);
-    let rw = Qcow2::open(&path, &OpenOptions::read_write()).unwrap();
+    let rw = open_rw_once_released(&path);
     assert!(rw.write_at(&[1u8; 100], bad + 7).is_err());
     drop(rw);
     assert!(

@@ -61,6 +61,25 @@ fn writes_reach_the_file_only_at_the_flush() {
     }
 }
 
+/// Open `img` read-only once a dropped writer's lock is gone. The lock is an OFD lock: it
+/// lives as long as any copy of its descriptor, and another test thread that forks a child
+/// (qemu-img, debugfs) at that moment holds a copy until the child's exec closes it. Under
+/// load that can outlast the drop by a while, so poll (generously) instead of expecting the
+/// release to be instantaneous; a lock that never goes away still fails the test.
+fn open_once_released(img: &Path) -> Image {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match Image::open(img, OpenOptions::default()) {
+            Ok(i) => return i,
+            Err(Error::Lock(e)) if std::time::Instant::now() < deadline => {
+                eprintln!("still locked, retrying: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("{}: {e}", img.display()),
+        }
+    }
+}
+
 #[test]
 fn a_second_writer_is_refused_while_the_first_holds_the_image() {
     require_tools!("qemu-img");
@@ -73,7 +92,7 @@ fn a_second_writer_is_refused_while_the_first_holds_the_image() {
         let e = Image::open(&img, OpenOptions::default()).unwrap_err();
         assert!(matches!(e, Error::Lock(_)), "{e}");
         drop(first);
-        let r1 = Image::open(&img, OpenOptions::default()).unwrap();
+        let r1 = open_once_released(&img);
         let _r2 = Image::open(&img, OpenOptions::default()).unwrap();
         assert!(Image::open(&img, rw()).is_err());
         drop(r1);

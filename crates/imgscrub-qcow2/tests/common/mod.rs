@@ -186,3 +186,22 @@ pub fn tmp() -> tempfile::TempDir {
 pub fn p(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
+
+/// Open `path` read-write once an earlier handle's lock is gone. The image lock is an OFD
+/// lock, alive as long as any copy of its descriptor: a parallel test thread that forks a
+/// child (qemu-img, qemu-io) at the moment of the drop holds a copy until the child's exec
+/// closes it, which under load can take a while. Poll generously instead of expecting the
+/// release to be instantaneous; a lock that never goes away still fails.
+pub fn open_rw_once_released(path: &Path) -> imgscrub_qcow2::Qcow2 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match imgscrub_qcow2::Qcow2::open(path, &imgscrub_qcow2::OpenOptions::read_write()) {
+            Ok(q) => return q,
+            Err(imgscrub_qcow2::Qcow2Error::InUse(e)) if std::time::Instant::now() < deadline => {
+                eprintln!("still locked, retrying: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("{}: {e}", path.display()),
+        }
+    }
+}
