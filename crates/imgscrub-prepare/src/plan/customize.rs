@@ -25,8 +25,9 @@ use imgscrub_fs::filesystem::FileType;
 /// Largest guest file `--copy`/`--move` read into memory (1 GiB).
 const MAX_COPY: u64 = 1 << 30;
 
-/// The error of one customization item, located (`cmds:3: --edit …` or `--edit …`).
-fn cerr(it: &CustomizeItem, message: String) -> PrepareError {
+/// The error of one customization item, located (`cmds:3: --edit …` or `--edit …`); the
+/// system and first-boot options use it too.
+pub(super) fn cerr(it: &CustomizeItem, message: String) -> PrepareError {
     let loc = match &it.origin {
         Origin::File { path, line } => format!("{}:{line}: ", path.display()),
         Origin::CommandLine => String::new(),

@@ -6,8 +6,8 @@
 use super::Planner;
 use super::text::contains;
 use crate::action::{LinkPolicy, WritePolicy};
-use crate::customize::{CustomizeItem, CustomizeOp, Origin};
-use crate::error::{PrepareError, Result};
+use crate::customize::{CustomizeItem, CustomizeOp};
+use crate::error::Result;
 use crate::firstboot::{
     self as fb, FAILED_DIR, KEYGEN_SCRIPT, PackageManager, RUNNER, SCRIPTS_DIR, SERVICE,
 };
@@ -15,16 +15,7 @@ use crate::inspect::InitSystem;
 use crate::view::join;
 use imgscrub_fs::filesystem::FileType;
 
-fn item_err(it: &CustomizeItem, message: String) -> PrepareError {
-    let loc = match &it.origin {
-        Origin::File { path, line } => format!("{}:{line}: ", path.display()),
-        Origin::CommandLine => String::new(),
-    };
-    PrepareError::Customize {
-        option: format!("{loc}--{}", it.option),
-        message,
-    }
-}
+use super::customize::cerr as item_err;
 
 impl Planner<'_, '_> {
     /// Plan one first-boot customization (`--firstboot`, `--firstboot-command`,

@@ -30,8 +30,8 @@ use super::text::{contains, join_lines, lines_of};
 use super::{Planner, now_secs};
 use crate::action::{LinkPolicy, WritePolicy};
 use crate::crypt::{self, SaltSource};
-use crate::customize::{CustomizeItem, CustomizeOp, Origin, PasswordCrypto, PasswordSelector};
-use crate::error::{PrepareError, Result};
+use crate::customize::{CustomizeItem, CustomizeOp, PasswordCrypto, PasswordSelector};
+use crate::error::Result;
 use crate::inspect::{Family, InitSystem, parse_kv};
 use crate::view::{join, show};
 use imgscrub_fs::filesystem::FileType;
@@ -39,17 +39,7 @@ use imgscrub_fs::filesystem::FileType;
 /// Planner variable holding the run's `--password-crypto` (global, as in virt-customize).
 const CRYPTO_VAR: &str = "__password_crypto";
 
-/// The error of one customization item, located like the file options' errors.
-fn serr(it: &CustomizeItem, message: String) -> PrepareError {
-    let loc = match &it.origin {
-        Origin::File { path, line } => format!("{}:{line}: ", path.display()),
-        Origin::CommandLine => String::new(),
-    };
-    PrepareError::Customize {
-        option: format!("{loc}--{}", it.option),
-        message,
-    }
-}
+use super::customize::cerr as serr;
 
 // ---------------------------------------------------------------------------------------
 // Pure text edits.
