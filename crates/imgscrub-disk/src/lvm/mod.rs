@@ -489,7 +489,8 @@ pub struct Lvm<D> {
 /// skipped; a damaged label, metadata area or metadata text is an error naming it.
 pub fn scan<D: BlockDev>(devs: impl IntoIterator<Item = D>) -> Result<Lvm<D>> {
     let mut pvs = Vec::new();
-    // Every committed copy: the VG parsed, the PV it came from, and its text's checksum.
+    // Every committed copy: the VG parsed, the PV it came from, and its text's checksum
+    // (already checked against the text by `read_metadata_area`).
     let mut copies: Vec<(VolumeGroup, String, u32)> = Vec::new();
     for dev in devs {
         let Some(label) = read_label(&dev)? else {
@@ -502,7 +503,7 @@ pub fn scan<D: BlockDev>(devs: impl IntoIterator<Item = D>) -> Result<Lvm<D>> {
             if !m.text.is_empty() {
                 let vg = VolumeGroup::parse(&m.text).map_err(|e| named(&label, e))?;
                 vg_uuid = Some(vg.uuid.clone());
-                copies.push((vg, label.uuid.clone(), checksum(&m.text)));
+                copies.push((vg, label.uuid.clone(), m.text_crc));
             }
             areas.push(m);
         }
